@@ -1,0 +1,14 @@
+"""flexitransfer: one FlexiViT backbone for many downstream tasks, at any patch size.
+
+Importing the package registers its modules with the OpenMMLab registries
+(``type='FlexiViT'`` from mmseg, mmdet and mmengine configs) and makes
+mmengine checkpoints loadable on torch >= 2.6.
+"""
+__version__ = '0.1.0'
+
+from . import ops  # noqa: F401,E402
+from .models import *  # noqa: F401,F403,E402
+from .engine import *  # noqa: F401,F403,E402
+from .engine.checkpoint import allow_mmengine_checkpoints  # noqa: E402
+
+allow_mmengine_checkpoints()

@@ -1,0 +1,115 @@
+"""Validation / test loops that evaluate once per patch size.
+
+Metrics come back prefixed (``p16/mIoU``); the first patch size's metrics are
+also reported without prefix so ``save_best='mIoU'`` and friends keep working.
+A table (patch, tokens, metrics) is printed at the end.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Dict, List, Optional, Sequence
+
+from mmengine.logging import print_log
+from mmengine.registry import LOOPS
+from mmengine.runner import TestLoop, ValLoop
+
+from ..ops import to_2tuple
+from .patch import flexi_modules, get_patch_size, set_patch_size
+
+
+def _fmt_patch(p) -> str:
+    p = to_2tuple(p)
+    return str(p[0]) if p[0] == p[1] else f'{p[0]}x{p[1]}'
+
+
+def format_patch_table(rows: List[dict]) -> str:
+    """Markdown table of per-patch metrics: patch, tokens, every numeric metric."""
+    if not rows:
+        return ''
+    keys = [k for k in rows[0] if k not in ('patch', 'tokens') and isinstance(rows[0][k], numbers.Real)]
+    head = ['patch', 'tokens'] + keys
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for r in rows:
+        cells = [str(r['patch']), str(r['tokens'])] + [f'{float(r[k]):.2f}' for k in keys]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+class _MultiPatchMixin:
+    patch_sizes: Optional[Sequence]
+    last_table: List[dict]
+
+    def _run_patches(self, run_once, model) -> Dict[str, float]:
+        if not self.patch_sizes:
+            return run_once()
+        mods = flexi_modules(model)
+        old = get_patch_size(model)
+        all_metrics: Dict[str, float] = {}
+        self.last_table = []
+        try:
+            for i, p in enumerate(self.patch_sizes):
+                set_patch_size(model, p)
+                metrics = run_once()
+                grid = getattr(mods[0], 'last_grid', None)
+                tokens = grid[0] * grid[1] if grid else -1
+                self.last_table.append({'patch': _fmt_patch(p), 'tokens': tokens, **metrics})
+                all_metrics.update({f'p{_fmt_patch(p)}/{k}': v for k, v in metrics.items()})
+                if i == 0:
+                    all_metrics.update(metrics)
+        finally:
+            if old is not None:
+                set_patch_size(model, old)
+        print_log('\n' + format_patch_table(self.last_table), logger='current')
+        return all_metrics
+
+
+@LOOPS.register_module()
+class MultiPatchValLoop(_MultiPatchMixin, ValLoop):
+    """``ValLoop`` that evaluates at each of ``patch_sizes`` (None: the model's own)."""
+
+    def __init__(self, runner, dataloader, evaluator, patch_sizes: Optional[Sequence] = None, fp16: bool = False):
+        super().__init__(runner, dataloader, evaluator, fp16)
+        self.patch_sizes = list(patch_sizes) if patch_sizes else None
+        self.last_table = []
+
+    def run(self) -> dict:
+        self.runner.call_hook('before_val')
+        self.runner.call_hook('before_val_epoch')
+        self.runner.model.eval()
+
+        def once():
+            self.val_loss.clear()
+            for idx, data_batch in enumerate(self.dataloader):
+                self.run_iter(idx, data_batch)
+            return self.evaluator.evaluate(len(self.dataloader.dataset))
+
+        metrics = self._run_patches(once, self.runner.model)
+        self.runner.call_hook('after_val_epoch', metrics=metrics)
+        self.runner.call_hook('after_val')
+        return metrics
+
+
+@LOOPS.register_module()
+class MultiPatchTestLoop(_MultiPatchMixin, TestLoop):
+    """``TestLoop`` that evaluates at each of ``patch_sizes`` (None: the model's own)."""
+
+    def __init__(self, runner, dataloader, evaluator, patch_sizes: Optional[Sequence] = None, fp16: bool = False):
+        super().__init__(runner, dataloader, evaluator, fp16)
+        self.patch_sizes = list(patch_sizes) if patch_sizes else None
+        self.last_table = []
+
+    def run(self) -> dict:
+        self.runner.call_hook('before_test')
+        self.runner.call_hook('before_test_epoch')
+        self.runner.model.eval()
+
+        def once():
+            self.test_loss.clear()
+            for idx, data_batch in enumerate(self.dataloader):
+                self.run_iter(idx, data_batch)
+            return self.evaluator.evaluate(len(self.dataloader.dataset))
+
+        metrics = self._run_patches(once, self.runner.model)
+        self.runner.call_hook('after_test_epoch', metrics=metrics)
+        self.runner.call_hook('after_test')
+        return metrics

@@ -1,0 +1,1 @@
+from .backbones import FlexiViT  # noqa: F401

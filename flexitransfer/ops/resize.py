@@ -1,0 +1,160 @@
+"""Resize maths for FlexiViT: the one place that builds resize matrices.
+
+Everything that changes the size of a patch-embedding kernel or of a position
+embedding goes through this module: the backbone (every forward), the weight
+converters, the deploy tool and the analysis scripts.
+
+Conventions (as big_vision's ``proj/flexi/vit.py``):
+
+* ``bilinear_matrix(old, new)`` is the matrix ``B`` of a bilinear resize with
+  half-pixel centres, so that ``vec(resize(x)) = B @ vec(x)``. It is built by
+  resizing each one-hot basis image, exactly like the reference, in float64.
+* PI-resize of a kernel ``w`` (old size) to the new size is
+  ``w_new = pinv(B.T) @ vec(w)`` with ``B`` built *without* antialias. It is
+  exact when upsampling: ``<x, w> == <resize(x), w_new>`` for every patch ``x``.
+* Position embeddings are resized with a bilinear resize (antialiased when
+  shrinking, like ``jax.image.resize(..., "linear")`` in the reference and
+  timm's ``resample_abs_pos_embed``) applied as the same kind of matrix.
+
+Matrices depend only on sizes: they are computed once (float64, CPU), cached,
+and cached again per (device, dtype) on first use there.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Dict, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+Size2 = Tuple[int, int]
+SizeLike = Union[int, Sequence[int]]
+
+#: Kernel resize modes: the paper's PI-resize and its naive baselines.
+KERNEL_RESIZE_MODES = ('pi', 'bilinear', 'bilinear_aa', 'area')
+
+
+def to_2tuple(size: SizeLike) -> Size2:
+    """``16 -> (16, 16)``; ``(16, 12) -> (16, 12)``."""
+    if isinstance(size, int):
+        return (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2:
+        raise ValueError(f'expected an int or a pair (h, w), got {size!r}')
+    return size
+
+
+@lru_cache(maxsize=None)
+def _bilinear_matrix64(old: Size2, new: Size2, antialias: bool) -> torch.Tensor:
+    n_old = old[0] * old[1]
+    basis = torch.eye(n_old, dtype=torch.float64).reshape(n_old, 1, *old)
+    out = F.interpolate(basis, size=new, mode='bilinear', align_corners=False,
+                        antialias=antialias)
+    # row i of `out` is resize(e_i); B has resize(e_i) as column i.
+    return out.reshape(n_old, -1).T.contiguous()
+
+
+@lru_cache(maxsize=None)
+def _area_matrix64(old: Size2, new: Size2) -> torch.Tensor:
+    n_old = old[0] * old[1]
+    basis = torch.eye(n_old, dtype=torch.float64).reshape(n_old, 1, *old)
+    out = F.interpolate(basis, size=new, mode='area')
+    return out.reshape(n_old, -1).T.contiguous()
+
+
+@lru_cache(maxsize=None)
+def _pi_matrix64(old: Size2, new: Size2) -> torch.Tensor:
+    # w_new = pinv(B^T) w: least-squares solution of <x, w> = <Bx, w_new>.
+    b = _bilinear_matrix64(old, new, False)
+    return torch.linalg.pinv(b.T).contiguous()
+
+
+def bilinear_matrix(old: SizeLike, new: SizeLike, antialias: bool = False) -> torch.Tensor:
+    """Float64 matrix (new_h*new_w, old_h*old_w) of a half-pixel bilinear resize."""
+    return _bilinear_matrix64(to_2tuple(old), to_2tuple(new), bool(antialias))
+
+
+def pi_resize_matrix(old: SizeLike, new: SizeLike) -> torch.Tensor:
+    """Float64 matrix ``pinv(B.T)`` (new_h*new_w, old_h*old_w) used by PI-resize."""
+    return _pi_matrix64(to_2tuple(old), to_2tuple(new))
+
+
+def kernel_resize_matrix(old: SizeLike, new: SizeLike, mode: str = 'pi') -> torch.Tensor:
+    """Float64 matrix M such that ``vec(w_new) = M @ vec(w_old)`` for one kernel slice.
+
+    ``mode``: ``'pi'`` (PI-resize, the paper's), ``'bilinear'`` (plain bilinear
+    resize of the kernel, the naive baseline), ``'bilinear_aa'`` (the same,
+    antialiased) or ``'area'``.
+    """
+    old, new = to_2tuple(old), to_2tuple(new)
+    if mode == 'pi':
+        return _pi_matrix64(old, new)
+    if mode == 'bilinear':
+        return _bilinear_matrix64(old, new, False)
+    if mode == 'bilinear_aa':
+        return _bilinear_matrix64(old, new, True)
+    if mode == 'area':
+        return _area_matrix64(old, new)
+    raise ValueError(f'unknown kernel resize mode {mode!r}; choose one of {KERNEL_RESIZE_MODES}')
+
+
+_DEVICE_CACHE: Dict[tuple, torch.Tensor] = {}
+
+
+def _on(mat_fn, key: tuple, device, dtype) -> torch.Tensor:
+    """Per-(sizes, device, dtype) cached copy of a float64 CPU matrix."""
+    full_key = key + (str(device), dtype)
+    mat = _DEVICE_CACHE.get(full_key)
+    if mat is None:
+        mat = mat_fn().to(device=device, dtype=dtype)
+        _DEVICE_CACHE[full_key] = mat
+    return mat
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    # Never resize in half precision: the pinv has large entries.
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def resize_patch_embed(weight: torch.Tensor, new_size: SizeLike, mode: str = 'pi') -> torch.Tensor:
+    """Resize a conv patch-embedding kernel (D, C, h, w) to (D, C, *new_size).
+
+    Differentiable w.r.t. ``weight``; the resize matrix is cached.
+    """
+    if weight.ndim != 4:
+        raise ValueError(f'patch-embedding kernel must be (D, C, h, w), got shape {tuple(weight.shape)}')
+    old, new = tuple(weight.shape[-2:]), to_2tuple(new_size)
+    if old == new:
+        return weight
+    cdt = _compute_dtype(weight.dtype)
+    mat = _on(lambda: kernel_resize_matrix(old, new, mode), ('k', old, new, mode), weight.device, cdt)
+    d, c = weight.shape[:2]
+    out = weight.reshape(d * c, old[0] * old[1]).to(cdt) @ mat.T
+    return out.reshape(d, c, *new).to(weight.dtype)
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, old_grid: SizeLike, new_grid: SizeLike,
+                     antialias: bool = True) -> torch.Tensor:
+    """Bilinearly resize a grid position embedding (B, old_h*old_w, D) -> (B, new_h*new_w, D).
+
+    ``antialias=True`` (default) matches big_vision (``jax.image.resize``
+    'linear') and timm's ``resample_abs_pos_embed``; it only matters when
+    shrinking the grid.
+    """
+    old, new = to_2tuple(old_grid), to_2tuple(new_grid)
+    if pos_embed.shape[-2] != old[0] * old[1]:
+        raise ValueError(f'position embedding has {pos_embed.shape[-2]} tokens, '
+                         f'expected {old[0]}x{old[1]}={old[0] * old[1]} for grid {old}')
+    if old == new:
+        return pos_embed
+    cdt = _compute_dtype(pos_embed.dtype)
+    mat = _on(lambda: bilinear_matrix(old, new, antialias), ('p', old, new, antialias),
+              pos_embed.device, cdt)
+    return torch.matmul(mat, pos_embed.to(cdt)).to(pos_embed.dtype)
+
+
+def clear_caches() -> None:
+    """Drop all cached matrices (e.g. in tests or after moving to a new device)."""
+    _DEVICE_CACHE.clear()
+    for fn in (_bilinear_matrix64, _area_matrix64, _pi_matrix64):
+        fn.cache_clear()

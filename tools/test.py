@@ -1,0 +1,63 @@
+"""Evaluate a checkpoint, once per patch size, and print one table.
+
+    python tools/test.py CONFIG CHECKPOINT [--patch 8 16 30] [--work-dir DIR] [--out-json F]
+                         [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+"""
+import argparse
+import json
+import os
+import os.path as osp
+
+import _bootstrap  # noqa: F401
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description='Test a flexitransfer model at one or several patch sizes')
+    p.add_argument('config')
+    p.add_argument('checkpoint')
+    p.add_argument('--patch', type=int, nargs='+', help='patch sizes to evaluate (default: the config\'s)')
+    p.add_argument('--work-dir')
+    p.add_argument('--out-json', help='write {"table": [...], "metrics": {...}} here')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction)
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = p.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main():
+    args = parse_args()
+    if not osp.isfile(args.checkpoint):
+        raise SystemExit(f'checkpoint not found: {args.checkpoint}')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    test_cfg = dict(cfg.get('test_cfg') or {})
+    if test_cfg.get('type', 'TestLoop') in ('TestLoop', None):
+        test_cfg['type'] = 'MultiPatchTestLoop'
+    if args.patch:
+        test_cfg['patch_sizes'] = args.patch
+    cfg.test_cfg = test_cfg
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    # the checkpoint holds the trained weights: skip pretrained loading of the backbone
+    if cfg.get('model', {}).get('backbone', {}).get('pretrained'):
+        cfg.model.backbone.pretrained = None
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    loop = runner.test_loop
+    if args.out_json:
+        with open(args.out_json, 'w') as f:
+            json.dump({'table': getattr(loop, 'last_table', []),
+                       'metrics': {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}},
+                      f, indent=2)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,59 @@
+"""Train any flexitransfer config (mmseg / mmdet / own scope), the OpenMMLab way.
+
+    python tools/train.py configs/seg/ade20k_flexi_b.py [--work-dir DIR] [--resume [CKPT]] [--amp]
+                          [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+"""
+import argparse
+import os
+import os.path as osp
+
+import _bootstrap  # noqa: F401
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description='Train a flexitransfer model')
+    p.add_argument('config', help='config file')
+    p.add_argument('--work-dir', help='where logs and checkpoints go (default: work_dirs/<config name>)')
+    p.add_argument('--resume', nargs='?', const='auto', default=None,
+                   help='resume from CKPT, or from the latest checkpoint in the work dir if none is given')
+    p.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries, key=value')
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = p.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def build_cfg(args) -> Config:
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        ow = cfg.optim_wrapper
+        if ow.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+            print('AMP is already enabled in the config')
+        else:
+            ow.type = 'AmpOptimWrapper'
+            ow.setdefault('loss_scale', 'dynamic')
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume:
+        cfg.resume, cfg.load_from = True, args.resume
+    return cfg
+
+
+def main():
+    args = parse_args()
+    cfg = build_cfg(args)
+    runner = Runner.from_cfg(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
