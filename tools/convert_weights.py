@@ -18,6 +18,7 @@ def main():
     p.add_argument('dst')
     p.add_argument('--from', dest='fmt', required=True, choices=['big_vision', 'timm', 'open_clip'])
     p.add_argument('--base-patch', type=int, default=None)
+    p.add_argument('--num-heads', type=int, help='timm/open_clip: attention heads (default embed_dims // 64)')
     p.add_argument('--gelu', action='store_true', help='open_clip: tower uses GELU (LAION), not QuickGELU (OpenAI)')
     a = p.parse_args()
     if a.fmt == 'big_vision':
@@ -25,8 +26,8 @@ def main():
     else:
         raw = load_checkpoint_file(a.src)
         raw = raw.get('state_dict', raw.get('model', raw))
-        out = convert_timm(raw, a.base_patch) if a.fmt == 'timm' else \
-            convert_open_clip(raw, a.base_patch, quick_gelu=not a.gelu)
+        out = convert_timm(raw, a.base_patch, a.num_heads) if a.fmt == 'timm' else \
+            convert_open_clip(raw, a.base_patch, quick_gelu=not a.gelu, num_heads=a.num_heads)
     save_converted(out, a.dst, a.fmt)
     kw = out[1]
     print(f'wrote {a.dst}: FlexiViT({kw}) with {len(out[0])} tensors; extras: {sorted(out[2])}')

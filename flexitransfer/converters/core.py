@@ -92,8 +92,11 @@ def convert_big_vision(src, base_patch_size=None) -> Converted:
 
 
 # ------------------------------------------------------------------------ timm
-def convert_timm(state_dict: dict, base_patch_size=None) -> Converted:
+def convert_timm(state_dict: dict, base_patch_size=None, num_heads: Optional[int] = None) -> Converted:
     """timm ``VisionTransformer`` / FlexiViT state dict (any patch size).
+
+    ``num_heads`` is not recorded in a state dict: default ``embed_dims // 64``
+    (every timm / big_vision ViT-Ti/S/B/L).
 
     The kernel stays at its own size unless ``base_patch_size`` asks for a
     PI-resize into that store (e.g. 32 for FlexiViT's).
@@ -121,7 +124,7 @@ def convert_timm(state_dict: dict, base_patch_size=None) -> Converted:
     sd['pos_embed'] = pos
     layers = 1 + max(int(k.split('.')[1]) for k in sd if k.startswith('blocks.'))
     mlp = sd['blocks.0.mlp.fc1.weight'].shape[0]
-    kw = dict(arch=_arch(dims, layers, max(1, dims // 64), mlp),
+    kw = dict(arch=_arch(dims, layers, num_heads or max(1, dims // 64), mlp),
               base_patch_size=tuple(sd['patch_embed.weight'].shape[-2:]),
               base_pos_grid=_square_grid(pos.shape[1], 'pos_embed'), with_cls_token=has_cls,
               pos_embed_cls='cls_pos_embed' in sd, patch_bias='patch_embed.bias' in sd,
@@ -131,11 +134,13 @@ def convert_timm(state_dict: dict, base_patch_size=None) -> Converted:
 
 
 # ------------------------------------------------------------------- open_clip
-def convert_open_clip(state_dict: dict, base_patch_size=None, quick_gelu: Optional[bool] = None) -> Converted:
+def convert_open_clip(state_dict: dict, base_patch_size=None, quick_gelu: Optional[bool] = None,
+                      num_heads: Optional[int] = None) -> Converted:
     """Image tower of an open_clip / OpenAI-CLIP ViT (``visual.*`` keys).
 
     ``quick_gelu``: OpenAI's weights use QuickGELU; most open_clip LAION models
-    use GELU. Defaults to QuickGELU when unknown (OpenAI format).
+    use GELU. Defaults to QuickGELU when unknown (OpenAI format). ``num_heads``
+    defaults to ``width // 64`` (open_clip's head_width).
     """
     sd_in = {k.replace('module.', '', 1): v for k, v in state_dict.items()}
     if 'visual.conv1.weight' not in sd_in:
@@ -165,7 +170,7 @@ def convert_open_clip(state_dict: dict, base_patch_size=None, quick_gelu: Option
         sd[f'blocks.{i}.{rest}'] = t
     extras = {'proj': v['proj']} if 'proj' in v else {}
     mlp = sd['blocks.0.mlp.fc1.weight'].shape[0]
-    kw = dict(arch=_arch(dims, layers, dims // 64, mlp), base_patch_size=tuple(v['conv1.weight'].shape[-2:]),
+    kw = dict(arch=_arch(dims, layers, num_heads or max(1, dims // 64), mlp), base_patch_size=tuple(v['conv1.weight'].shape[-2:]),
               base_pos_grid=_square_grid(pe.shape[0] - 1, 'positional_embedding'), with_cls_token=True,
               pos_embed_cls=True, patch_bias=False, pre_norm=True,
               act='quick_gelu' if quick_gelu in (None, True) else 'gelu', norm_eps=1e-5)

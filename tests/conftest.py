@@ -1,0 +1,26 @@
+import os
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import flexitransfer  # noqa: E402,F401
+
+torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def tiny_arch():
+    return dict(embed_dims=64, num_layers=2, num_heads=2)
+
+
+def randomize(model, seed=0):
+    """Random values everywhere (zero-init'd pos/cls would hide bugs)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model

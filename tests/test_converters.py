@@ -1,0 +1,138 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer, _load_weights
+
+from flexitransfer.converters import (convert_big_vision, convert_open_clip, convert_timm, detect_format,
+                                      load_pretrained, save_converted)
+from flexitransfer.models.backbones import FlexiViT
+
+from conftest import ROOT, randomize
+
+D, L, H, MLP = 64, 2, 4, 128
+
+
+def write_big_vision_npz(path, patch=32, grid=7, num_classes=10, seed=0):
+    """A FlexiViT checkpoint exactly as big_vision saves it: flat '/'-joined names, HWIO kernels."""
+    rng = np.random.default_rng(seed)
+    r = lambda *s: (rng.standard_normal(s) * 0.2).astype(np.float32)  # noqa: E731
+    p = {'embedding/kernel': r(patch, patch, 3, D), 'embedding/bias': r(D), 'cls': r(1, 1, D),
+         'pos_embedding': r(1, grid * grid, D), 'Transformer/encoder_norm/scale': 1 + r(D),
+         'Transformer/encoder_norm/bias': r(D), 'head/kernel': r(D, num_classes), 'head/bias': r(num_classes)}
+    for i in range(L):
+        b = f'Transformer/encoderblock_{i}/'
+        for ln in ('LayerNorm_0', 'LayerNorm_1'):
+            p[b + ln + '/scale'], p[b + ln + '/bias'] = 1 + r(D), r(D)
+        for n in ('query', 'key', 'value'):
+            p[b + f'MultiHeadDotProductAttention_0/{n}/kernel'] = r(D, H, D // H)
+            p[b + f'MultiHeadDotProductAttention_0/{n}/bias'] = r(H, D // H)
+        p[b + 'MultiHeadDotProductAttention_0/out/kernel'] = r(H, D // H, D)
+        p[b + 'MultiHeadDotProductAttention_0/out/bias'] = r(D)
+        p[b + 'MlpBlock_0/Dense_0/kernel'], p[b + 'MlpBlock_0/Dense_0/bias'] = r(D, MLP), r(MLP)
+        p[b + 'MlpBlock_0/Dense_1/kernel'], p[b + 'MlpBlock_0/Dense_1/bias'] = r(MLP, D), r(D)
+    np.savez(path, **p)
+    return path
+
+
+def upsample_patches(x, p, q):
+    b, c, h, w = x.shape
+    gh, gw = h // p, w // p
+    patches = x.reshape(b, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, p, p)
+    up = F.interpolate(patches, size=(q, q), mode='bilinear', align_corners=False)
+    return up.reshape(b, gh, gw, c, q, q).permute(0, 3, 1, 4, 2, 5).reshape(b, c, gh * q, gw * q)
+
+
+def test_big_vision_npz_matches_timms_own_loader(tmp_path):
+    npz = write_big_vision_npz(tmp_path / 'flexivit.npz')
+    ref = VisionTransformer(img_size=224, patch_size=32, embed_dim=D, depth=L, num_heads=H, mlp_ratio=MLP / D,
+                            no_embed_class=True, num_classes=10).eval()
+    _load_weights(ref, str(npz))
+    sd, kw, extras = convert_big_vision(str(npz))
+    assert kw['base_patch_size'] == (32, 32) and kw['base_pos_grid'] == (7, 7) and kw['arch']['num_heads'] == H
+    m = FlexiViT(**kw, out_type='cls_token').eval()
+    m.load_state_dict(sd)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        logits = F.linear(m(x, 32)[0], extras['head.weight'], extras['head.bias'])
+        assert (logits - ref(x)).abs().max() < 1e-4
+
+
+def test_timm_state_dict_native_and_rebased_into_32(tmp_path):
+    torch.manual_seed(0)
+    t = randomize(VisionTransformer(img_size=112, patch_size=16, embed_dim=D, depth=L, num_heads=H,
+                                    num_classes=0)).eval()  # classic ViT: the cls token has a position
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        ref = t.forward_features(x)
+    sd, kw, _ = convert_timm(t.state_dict(), num_heads=H)
+    assert kw['pos_embed_cls'] and kw['base_patch_size'] == (16, 16) and kw['base_pos_grid'] == (7, 7)
+    m = FlexiViT(**kw, out_type='raw').eval()
+    m.load_state_dict(sd)
+    with torch.no_grad():
+        assert (m.forward_features(x, 16) - ref).abs().max() < 1e-4
+    # PI-resized into FlexiViT's 32x32 store: exact at p=32 on the image whose 16x16 patches
+    # are each bilinearly upsampled to 32x32 (the per-patch property of PI-resize)
+    sd32, kw32, _ = convert_timm(t.state_dict(), base_patch_size=32, num_heads=H)
+    m32 = FlexiViT(**kw32, out_type='raw').eval()
+    m32.load_state_dict(sd32)
+    x_up = upsample_patches(x, 16, 32)
+    with torch.no_grad():
+        assert (m32.forward_features(x_up, 32) - ref).abs().max() < 1e-4
+
+
+def test_open_clip_image_tower(tmp_path):
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+    torch.manual_seed(0)
+    clip = randomize(CLIP(embed_dim=32, quick_gelu=True,
+                          vision_cfg=CLIPVisionCfg(layers=L, width=D, head_width=D // H, patch_size=16, image_size=64),
+                          text_cfg=CLIPTextCfg(context_length=16, vocab_size=100, width=32, heads=2, layers=1))).eval()
+    path = tmp_path / 'clip.pt'
+    torch.save(clip.state_dict(), path)
+    assert detect_format(str(path)) == 'open_clip'
+    sd, kw, extras = convert_open_clip(torch.load(path), num_heads=H)
+    m = FlexiViT(**kw, out_type='cls_token').eval()
+    m.load_state_dict(sd)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ours = m(x, 16)[0] @ extras['proj']
+        assert (ours - clip.encode_image(x)).abs().max() < 1e-4
+
+
+def test_convert_cli_then_pretrained_loads_into_the_32_store(tmp_path):
+    npz = write_big_vision_npz(tmp_path / 'vit_b16.npz', patch=16, grid=14)
+    dst = tmp_path / 'conv.pth'
+    subprocess.run([sys.executable, 'tools/convert_weights.py', str(npz), str(dst), '--from', 'big_vision'],
+                   cwd=ROOT, check=True, capture_output=True)
+    assert detect_format(str(dst)) == 'flexitransfer'
+    sd, kw, _ = convert_big_vision(str(npz))
+    native = FlexiViT(**kw, out_type='raw').eval()
+    native.load_state_dict(sd)
+    # the default FlexiViT store (32x32 kernel, 7x7 grid): PI-resize + grid resize on load
+    m = FlexiViT(arch=kw['arch'], out_type='raw', pretrained=str(dst))
+    m.init_weights()
+    m.eval()
+    assert m.patch_embed.weight.shape[-1] == 32 and m.pos_embed.shape[1] == 49
+    from flexitransfer.ops import resize_patch_embed, resize_pos_embed
+    assert torch.allclose(m.patch_embed.weight, resize_patch_embed(sd['patch_embed.weight'], 32), atol=1e-5)
+    assert torch.allclose(m.pos_embed, resize_pos_embed(sd['pos_embed'], 14, 7), atol=1e-6)
+    for k in ('blocks.1.attn.qkv.weight', 'norm.bias', 'cls_token'):
+        assert torch.equal(m.state_dict()[k], sd[k])
+    save_converted((sd, kw, {}), str(tmp_path / 'again.pth'), 'big_vision')
+
+
+def test_wrong_shape_and_missing_file_errors(tmp_path):
+    npz = write_big_vision_npz(tmp_path / 'f.npz')
+    wrong = FlexiViT(arch=dict(embed_dims=32, num_layers=2, num_heads=2))
+    with pytest.raises(ValueError, match='does not fit this FlexiViT.*embed_dims'):
+        load_pretrained(wrong, str(npz))
+    m = FlexiViT(arch=dict(embed_dims=D, num_layers=L, num_heads=H), pretrained=str(tmp_path / 'nope.pth'))
+    with pytest.raises(FileNotFoundError, match='tools/convert_weights.py'):
+        m.init_weights()
+    bad = tmp_path / 'bad.npz'
+    np.savez(bad, foo=np.zeros(3))
+    with pytest.raises(KeyError, match='not a big_vision ViT checkpoint'):
+        convert_big_vision(str(bad))

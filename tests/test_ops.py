@@ -1,0 +1,100 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed, resample_patch_embed
+
+from flexitransfer.ops import (bilinear_matrix, kernel_resize_matrix, pi_resize_matrix, resize_patch_embed,
+                               resize_pos_embed)
+
+
+def _token(x, w):
+    """<x, w> for each out channel: the patch-embedding token of one patch."""
+    return torch.einsum('bchw,dchw->bd', x, w)
+
+
+@pytest.mark.parametrize('old,new', [(8, 16), (16, 24), (16, 32), (32, 48), (7, 13)])
+def test_pi_resize_exact_when_upsampling(old, new):
+    torch.manual_seed(0)
+    w = torch.randn(5, 3, old, old, dtype=torch.float64)
+    x = torch.randn(4, 3, old, old, dtype=torch.float64)
+    x_up = F.interpolate(x, size=(new, new), mode='bilinear', align_corners=False, antialias=False)
+    ref = _token(x, w)
+    rel = lambda a: ((a - ref).norm() / ref.norm()).item()  # noqa: E731
+    assert rel(_token(x_up, resize_patch_embed(w, new, 'pi'))) < 1e-5
+    # the naive baseline is not exact: plain bilinear resize scales tokens by ~(new/old)^2
+    assert rel(_token(x_up, resize_patch_embed(w, new, 'bilinear'))) > 0.3
+
+
+def test_pi_resize_float32_exact_upsampling():
+    torch.manual_seed(1)
+    w = torch.randn(8, 3, 32, 32)
+    x = torch.randn(2, 3, 32, 32)
+    x_up = F.interpolate(x, size=(48, 48), mode='bilinear', align_corners=False)
+    ref = _token(x, w)
+    assert ((_token(x_up, resize_patch_embed(w, 48)) - ref).norm() / ref.norm()) < 1e-5
+
+
+@pytest.mark.parametrize('new', [8, 10, 12, 15, 16, 24, 30, 48, (16, 8)])
+def test_pi_resize_matches_timm(new):
+    torch.manual_seed(0)
+    w = torch.randn(6, 3, 32, 32)
+    size = [new, new] if isinstance(new, int) else list(new)
+    ref = resample_patch_embed(w, size, interpolation='bilinear', antialias=False)
+    out = resize_patch_embed(w, new)
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max() < 1e-4 * ref.abs().max()
+
+
+def test_pi_resize_downsampling_is_least_squares():
+    """Downsampling: the PI kernel minimises E||<x,w> - <Bx,w'>||^2 for x ~ N(0, I);
+    any perturbation of it does worse."""
+    torch.manual_seed(0)
+    w = torch.randn(1, 1, 16, 16, dtype=torch.float64)
+    wn = resize_patch_embed(w, 8)
+    b = bilinear_matrix(16, 8)
+    loss = lambda v: ((b.T @ v.reshape(-1) - w.reshape(-1)) ** 2).sum()  # noqa: E731
+    base = loss(wn)
+    for _ in range(5):
+        assert loss(wn + 1e-3 * torch.randn_like(wn)) > base
+    assert loss(resize_patch_embed(w, 8, 'bilinear')) > base
+
+
+def test_bilinear_matrix_is_half_pixel_bilinear():
+    torch.manual_seed(0)
+    x = torch.randn(3, 1, 7, 9, dtype=torch.float64)
+    for new, aa in (((13, 5), False), ((5, 4), True), ((21, 27), False)):
+        ref = F.interpolate(x, size=new, mode='bilinear', align_corners=False, antialias=aa)
+        out = (bilinear_matrix((7, 9), new, aa) @ x.reshape(3, -1).T).T.reshape(ref.shape)
+        assert torch.allclose(out, ref, atol=1e-12)
+
+
+@pytest.mark.parametrize('grid', [5, 6, 8, 10, 15, 24, 30, (10, 4)])
+def test_pos_resize_matches_timm(grid):
+    torch.manual_seed(0)
+    pos = torch.randn(1, 49, 16)
+    g = (grid, grid) if isinstance(grid, int) else grid
+    ref = resample_abs_pos_embed(pos, list(g), (7, 7), num_prefix_tokens=0, interpolation='bilinear',
+                                 antialias=True)
+    assert (resize_pos_embed(pos, 7, g) - ref).abs().max() < 1e-5
+
+
+def test_matrices_are_cached_not_recomputed():
+    a = pi_resize_matrix(32, 40)
+    assert pi_resize_matrix(32, 40) is a
+    assert kernel_resize_matrix(32, 40, 'pi') is a
+    assert a.dtype == torch.float64
+
+
+def test_half_precision_kernel_is_resized_in_float32():
+    torch.manual_seed(0)
+    w = torch.randn(4, 3, 32, 32)
+    out = resize_patch_embed(w.half(), 12)
+    assert out.dtype == torch.float16
+    assert torch.allclose(out.float(), resize_patch_embed(w, 12), rtol=1e-2, atol=1e-2)
+
+
+def test_bad_mode_and_shapes():
+    with pytest.raises(ValueError, match='unknown kernel resize mode'):
+        kernel_resize_matrix(32, 16, 'nearest')
+    with pytest.raises(ValueError, match='expected 7x7'):
+        resize_pos_embed(torch.zeros(1, 50, 4), 7, 5)
