@@ -24,3 +24,10 @@ def randomize(model, seed=0):
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.2)
     return model
+
+
+@pytest.fixture(scope='session')
+def seg_toy_data(tmp_path_factory):
+    from flexitransfer.datasets import make_ade20k_like
+    root = tmp_path_factory.mktemp('toy_ade') / 'ADEChallengeData2016'
+    return make_ade20k_like(str(root), num_train=96, num_val=24)

@@ -5,6 +5,7 @@
 """
 import argparse
 import json
+import numbers
 import os
 import os.path as osp
 
@@ -53,10 +54,11 @@ def main():
     metrics = runner.test()
     loop = runner.test_loop
     if args.out_json:
+        num = lambda v: float(v) if isinstance(v, numbers.Real) and not isinstance(v, (int, bool)) else v  # noqa
+        table = [{k: num(v) for k, v in row.items()} for row in getattr(loop, 'last_table', [])]
         with open(args.out_json, 'w') as f:
-            json.dump({'table': getattr(loop, 'last_table', []),
-                       'metrics': {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}},
-                      f, indent=2)
+            json.dump({'table': table, 'metrics': {k: float(v) for k, v in metrics.items()
+                                                   if isinstance(v, numbers.Real)}}, f, indent=2)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,131 @@
+"""Bake a patch size into a task model: kernel and position embedding resized once.
+
+The deployed model is an ordinary FlexiViT whose stored kernel is p x p and
+whose position grid is (H/p, W/p): at that patch and image size its forward
+does no resize work, and it computes what the flexible model computes there.
+"""
+from __future__ import annotations
+
+import copy
+from functools import partial
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from ..engine.patch import flexi_modules
+from ..models.backbones.flexivit import FlexiViT, check_patch_size
+from ..ops import to_2tuple
+
+
+def _replace(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    for name, mod in root.named_modules():
+        for cname, child in mod.named_children():
+            if child is old:
+                setattr(mod, cname, new)
+                return
+    raise RuntimeError('module to replace not found')
+
+
+def bake_model(model: nn.Module, patch_size, img_size) -> nn.Module:
+    """A copy of ``model`` with every (unlocked) FlexiViT baked at ``patch_size`` for ``img_size``."""
+    model = copy.deepcopy(model)
+    mods = flexi_modules(model)
+    if not mods:
+        raise ValueError(f'{type(model).__name__} has no FlexiViT to deploy')
+    for m in mods:
+        baked = m.baked(patch_size, img_size)
+        if m is model:
+            return baked
+        _replace(model, m, baked)
+    return model
+
+
+def infer_img_size(cfg) -> Optional[Tuple[int, int]]:
+    """The input size a config's model sees at test time (sliding window or fixed size)."""
+    model = cfg.get('model', {})
+    tc = model.get('test_cfg') or {}
+    if tc.get('mode') == 'slide' and tc.get('crop_size'):
+        return to_2tuple(tc['crop_size'])
+    for key in ('img_size', 'input_size'):
+        if cfg.get(key):
+            return to_2tuple(cfg[key])
+    dp = model.get('data_preprocessor') or {}
+    if dp.get('size'):
+        return to_2tuple(dp['size'])
+    return None
+
+
+def _walk_backbones(node, path=()):
+    if isinstance(node, dict):
+        if node.get('type') == 'FlexiViT' and not node.get('lock_patch_size', False):
+            yield path, node
+        for k, v in node.items():
+            yield from _walk_backbones(v, path + (k,))
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _walk_backbones(v, path + (i,))
+
+
+def deploy_config(cfg, patch_size, img_size, checkpoint: str):
+    """The config of the deployed model: FlexiViT stored at the target patch/grid, tested at it."""
+    cfg = copy.deepcopy(cfg)
+    patch = to_2tuple(patch_size)
+    grid = check_patch_size(to_2tuple(img_size), patch)
+    found = False
+    for _, bb in _walk_backbones(cfg.model):
+        bb.update(patch_size=list(patch), base_patch_size=list(patch), base_pos_grid=list(grid),
+                  pretrained=None, init_cfg=None)
+        found = True
+    if not found:
+        raise ValueError('config has no FlexiViT backbone to deploy')
+    cfg.custom_hooks = [h for h in cfg.get('custom_hooks', []) if h.get('type') != 'RandomPatchSizeHook']
+    for key, loop in (('val_cfg', 'MultiPatchValLoop'), ('test_cfg', 'MultiPatchTestLoop')):
+        if cfg.get(key) is not None:
+            cfg[key] = dict(type=loop, patch_sizes=[patch[0] if patch[0] == patch[1] else list(patch)])
+    cfg.load_from = checkpoint
+    cfg.resume = False
+    return cfg
+
+
+def max_abs_diff(a, b) -> float:
+    """Max |a - b| over (nested) tensors / data samples."""
+    if isinstance(a, torch.Tensor):
+        return (a.float() - b.float()).abs().max().item()
+    if isinstance(a, (list, tuple)):
+        return max([max_abs_diff(x, y) for x, y in zip(a, b)] or [0.0])
+    if isinstance(a, dict):
+        return max([max_abs_diff(a[k], b[k]) for k in a] or [0.0])
+    raise TypeError(f'cannot compare outputs of type {type(a).__name__}')
+
+
+def to_timm_vit(backbone: FlexiViT, img_size: Sequence[int]):
+    """Export a baked FlexiViT as a timm ``VisionTransformer`` (same tokens)."""
+    from timm.models.vision_transformer import VisionTransformer
+    patch = backbone.base_patch_size
+    if tuple(backbone.base_pos_grid) != check_patch_size(to_2tuple(img_size), patch):
+        raise ValueError('bake the backbone at this image size first (FlexiViT.baked / tools/resize_deploy.py)')
+    act = type(backbone.blocks[0].mlp.act)
+    t = VisionTransformer(
+        img_size=tuple(to_2tuple(img_size)), patch_size=patch, embed_dim=backbone.embed_dims,
+        depth=backbone.num_layers, num_heads=backbone.num_heads,
+        mlp_ratio=backbone.blocks[0].mlp.fc1.out_features / backbone.embed_dims,
+        class_token=backbone.cls_token is not None, no_embed_class=not backbone.pos_embed_cls,
+        pre_norm=not isinstance(backbone.norm_pre, nn.Identity), fc_norm=False, num_classes=0,
+        global_pool='token' if backbone.cls_token is not None else 'avg',
+        norm_layer=partial(nn.LayerNorm, eps=backbone.blocks[0].norm1.eps), act_layer=act,
+        dynamic_img_size=False)
+    sd = {k: v for k, v in backbone.state_dict().items() if k not in ('patch_embed.weight', 'patch_embed.bias',
+                                                                       'pos_embed', 'cls_pos_embed')}
+    sd['patch_embed.proj.weight'] = backbone.patch_embed.weight
+    if backbone.patch_embed.bias is not None:
+        sd['patch_embed.proj.bias'] = backbone.patch_embed.bias
+    pos = backbone.pos_embed
+    if backbone.pos_embed_cls:
+        pos = torch.cat([backbone.cls_pos_embed, pos], dim=1)
+    sd['pos_embed'] = pos
+    missing, unexpected = t.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.startswith('patch_embed.proj.bias')]
+    if missing or unexpected:
+        raise RuntimeError(f'timm export mismatch: missing {missing}, unexpected {unexpected}')
+    return t.eval()

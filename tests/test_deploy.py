@@ -1,0 +1,56 @@
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+
+import flexitransfer.models.backbones.flexivit as fv
+from conftest import ROOT
+
+
+@pytest.fixture(scope='module')
+def tiny_seg_ckpt(tmp_path_factory, seg_toy_data):
+    work = str(tmp_path_factory.mktemp('seg_w'))
+    opts = [f'train_dataloader.dataset.data_root={seg_toy_data}', f'val_dataloader.dataset.data_root={seg_toy_data}',
+            'train_cfg.max_iters=10', 'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=10',
+            'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False']
+    subprocess.run([sys.executable, 'tools/train.py', 'configs/seg/tiny_seg_flexi.py', '--work-dir', work,
+                    '--cfg-options', *opts], cwd=ROOT, check=True, capture_output=True)
+    return osp.join(work, 'iter_10.pth')
+
+
+@pytest.mark.parametrize('patch', ['8', '24'])
+def test_resize_deploy_equals_flexible_and_exports_timm(tmp_path, tiny_seg_ckpt, patch):
+    out = str(tmp_path / 'deploy')
+    res = subprocess.run([sys.executable, 'tools/resize_deploy.py', 'configs/seg/tiny_seg_flexi.py', tiny_seg_ckpt,
+                          '--patch', patch, '--out', out, '--export-timm'], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = re.search(r'task output ([0-9.e+-]+), backbone ([0-9.e+-]+)', res.stdout)
+    assert float(m.group(1)) < 1e-4 and float(m.group(2)) < 1e-4
+    assert 'ratio deployed/flexible' in res.stdout
+    assert re.search(r'max abs diff of tokens vs deployed: ([0-9.e+-]+)', res.stdout)
+    p = int(patch)
+    cfg = Config.fromfile(osp.join(out, f'tiny_seg_flexi_p{patch}.py'))
+    bb = cfg.model.backbone
+    assert bb.base_patch_size == [p, p] and bb.base_pos_grid == [120 // p] * 2 and bb.patch_size == [p, p]
+    assert not any(h['type'] == 'RandomPatchSizeHook' for h in cfg.custom_hooks)
+    assert cfg.test_cfg.patch_sizes == [p]
+    sd = torch.load(osp.join(out, f'tiny_seg_flexi_p{patch}.pth'))['state_dict']
+    assert sd['backbone.patch_embed.weight'].shape[-2:] == (p, p)
+
+
+def test_deployed_backbone_does_no_resize_work(monkeypatch):
+    import flexitransfer.ops.resize as rz
+    model = fv.FlexiViT(arch=dict(embed_dims=32, num_layers=1, num_heads=2)).eval()
+    baked = model.baked(12, (96, 120))
+    calls = []
+    real = rz._on
+    monkeypatch.setattr(rz, '_on', lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    x = torch.randn(1, 3, 96, 120)
+    baked(x)  # autograd on: no cache involved, and still no resize matrix is touched
+    assert calls == []
+    model.train()(x, 12)  # the flexible model under autograd does fetch them (test can fail)
+    assert len(calls) == 2

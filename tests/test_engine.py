@@ -1,0 +1,133 @@
+import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from flexitransfer.engine import RandomPatchSizeHook, draw_patch_size, format_patch_table, set_patch_size
+from flexitransfer.models.backbones import DEFAULT_PATCH_SIZES, FlexiViT
+
+from conftest import ROOT
+
+
+def test_draw_is_a_function_of_seed_and_iteration():
+    a = [draw_patch_size(i) for i in range(400)]
+    assert a == [draw_patch_size(i) for i in range(400)]
+    assert a != [draw_patch_size(i, seed=1) for i in range(400)]
+    counts = Counter(a)
+    assert set(counts) == set(DEFAULT_PATCH_SIZES)  # every size is used
+    assert max(counts.values()) < 3 * min(counts.values())  # roughly uniform
+
+
+def test_draw_respects_probs():
+    sizes = [8, 16, 32]
+    draws = Counter(draw_patch_size(i, sizes, probs=[0, 1, 3]) for i in range(400))
+    assert draws[8] == 0 and draws[32] > 2 * draws[16] > 0
+    with pytest.raises(ValueError, match='one per patch size'):
+        RandomPatchSizeHook(sizes, probs=[1, 2])
+
+
+class _Hub:
+    def update_info(self, *a):
+        pass
+
+
+class _Runner:
+    def __init__(self, model):
+        self.model, self.iter, self.message_hub = model, 0, _Hub()
+
+
+def _rank_worker(rank, world, port, out_dir):
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    dist.init_process_group('gloo', rank=rank, world_size=world)
+    torch.manual_seed(rank)  # different global RNG state per rank must not matter
+    model = torch.nn.Sequential(FlexiViT(arch=dict(embed_dims=16, num_layers=1, num_heads=1)))
+    hook, runner = RandomPatchSizeHook(), _Runner(model)
+    hook.before_train(runner)
+    seen = []
+    for it in range(64):
+        runner.iter = it
+        hook.before_train_iter(runner, it)
+        seen.append(model[0].patch_size[0])
+    gathered = [None] * world
+    dist.all_gather_object(gathered, seen)
+    if rank == 0:
+        torch.save(gathered, osp.join(out_dir, 'draws.pt'))
+    dist.destroy_process_group()
+
+
+def test_two_ranks_draw_the_same_patch_every_iteration(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = torch.load(tmp_path / 'draws.pt')
+    assert r0 == r1 and len(set(r0)) > 5
+
+
+def test_set_patch_size_skips_locked_modules():
+    a, b = FlexiViT(arch=dict(embed_dims=16, num_layers=1, num_heads=1)), \
+        FlexiViT(arch=dict(embed_dims=16, num_layers=1, num_heads=1), patch_size=8)
+    b.lock_patch_size = True
+    set_patch_size(torch.nn.ModuleList([a, b]), 24)
+    assert a.patch_size == (24, 24) and b.patch_size == (8, 8)
+    with pytest.raises(ValueError, match='no FlexiViT'):
+        set_patch_size(torch.nn.Linear(2, 2), 8)
+
+
+def test_patch_table_format():
+    t = format_patch_table([{'patch': '8', 'tokens': 225, 'mIoU': 91.234, 'name': 'x'},
+                            {'patch': '16', 'tokens': 64, 'mIoU': 80.0, 'name': 'y'}])
+    assert t.splitlines() == ['| patch | tokens | mIoU |', '|---|---|---|', '| 8 | 225 | 91.23 |',
+                              '| 16 | 64 | 80.00 |']
+
+
+def _latest(work):
+    f = osp.join(work, 'last_checkpoint')
+    return open(f).read().strip() if osp.exists(f) else None
+
+
+def test_train_kill_resume_and_load(tmp_path, seg_toy_data):
+    """save -> SIGKILL mid-run -> --resume continues from the last checkpoint; the checkpoint
+    loads on torch >= 2.6 (weights-only unpickling, no safety switch turned off)."""
+    work = str(tmp_path / 'work')
+    opts = ['--cfg-options', f'train_dataloader.dataset.data_root={seg_toy_data}',
+            f'val_dataloader.dataset.data_root={seg_toy_data}', f'test_dataloader.dataset.data_root={seg_toy_data}',
+            'default_hooks.checkpoint.interval=5', 'train_cfg.max_iters=400', 'train_cfg.val_interval=1000',
+            'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
+            'default_hooks.checkpoint.max_keep_ckpts=10', 'default_hooks.logger.interval=1']
+    cmd = [sys.executable, 'tools/train.py', 'configs/seg/tiny_seg_flexi.py', '--work-dir', work]
+    proc = subprocess.Popen(cmd + opts, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    t0 = time.time()
+    while not osp.exists(osp.join(work, 'iter_10.pth')) and time.time() - t0 < 240:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    last = _latest(work)
+    assert last is not None, 'no checkpoint written before the kill'
+    done = int(osp.basename(last)[5:-4])
+    assert 10 <= done < 400
+    res = subprocess.run(cmd + ['--resume'] + opts[:-6] + ['train_cfg.max_iters=%d' % (done + 5)] + opts[-5:],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = res.stdout + res.stderr
+    assert f'resumed epoch: 0, iter: {done}' in log
+    assert f'Iter(train) [{done + 5}/{done + 5}]' in log
+    assert osp.exists(osp.join(work, f'iter_{done + 5}.pth'))
+
+    # load_from / load_checkpoint into a model
+    from mmengine.runner import load_checkpoint
+    ckpt = torch.load(osp.join(work, f'iter_{done + 5}.pth'))  # torch's default: weights_only=True
+    assert ckpt['meta']['iter'] == done + 5 and 'message_hub' in ckpt
+    m = FlexiViT(arch=dict(embed_dims=96, num_layers=4, num_heads=3))
+    load_checkpoint(m, osp.join(work, f'iter_{done + 5}.pth'), revise_keys=[(r'^backbone\.', '')], strict=False)
+    assert torch.equal(m.pos_embed, ckpt['state_dict']['backbone.pos_embed'])
