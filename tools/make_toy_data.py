@@ -1,13 +1,15 @@
 """Write tiny datasets in the real on-disk formats.
 
     python tools/make_toy_data.py seg [--root data/toy_ade/ADEChallengeData2016] [--num-train 96] [--num-val 24]
+    python tools/make_toy_data.py cls [--root data/toy_cls] [--num-train 96] [--num-val 24]   (per class)
 """
 import argparse
 
 import _bootstrap  # noqa: F401
-from flexitransfer.datasets import make_ade20k_like
+from flexitransfer.datasets import make_ade20k_like, make_imagefolder_like
 
-DEFAULT_ROOTS = {'seg': 'data/toy_ade/ADEChallengeData2016'}
+DEFAULT_SIZES = {'seg': (120, 120), 'cls': (60, 60)}
+DEFAULT_ROOTS = {'seg': 'data/toy_ade/ADEChallengeData2016', 'cls': 'data/toy_cls'}
 
 
 def main():
@@ -16,12 +18,15 @@ def main():
     p.add_argument('--root')
     p.add_argument('--num-train', type=int, default=96)
     p.add_argument('--num-val', type=int, default=24)
-    p.add_argument('--size', type=int, nargs=2, default=(120, 120), metavar=('H', 'W'))
+    p.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'), help='image size (seg 120x120, cls 60x60)')
     p.add_argument('--seed', type=int, default=0)
     a = p.parse_args()
     root = a.root or DEFAULT_ROOTS[a.kind]
+    size = tuple(a.size) if a.size else DEFAULT_SIZES[a.kind]
     if a.kind == 'seg':
-        make_ade20k_like(root, a.num_train, a.num_val, tuple(a.size), a.seed)
+        make_ade20k_like(root, a.num_train, a.num_val, size, a.seed)
+    elif a.kind == 'cls':  # counts per class; 60x60 images
+        make_imagefolder_like(root, a.num_train, a.num_val, size, seed=a.seed)
     print(f'wrote {a.kind} toy data to {root}')
 
 

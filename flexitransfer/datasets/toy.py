@@ -76,3 +76,65 @@ def make_ade20k_like(root: str, num_train: int = 64, num_val: int = 16, size: Tu
             Image.fromarray(img).save(osp.join(root, 'images', split, name + '.jpg'), quality=95)
             Image.fromarray(lab, mode='L').save(osp.join(root, 'annotations', split, name + '.png'))
     return root
+
+
+def render_shape_image(rng: np.random.Generator, size: Tuple[int, int], color: str) -> np.ndarray:
+    """One shape (random kind, size and place) of a class colour on a noisy background: class = colour."""
+    h, w = size
+    img = Image.fromarray(rng.normal(128, 20, size=(h, w, 3)).clip(0, 255).astype(np.uint8))
+    s = int(rng.integers(min(h, w) * 2 // 5, min(h, w) * 4 // 5))
+    x0, y0 = int(rng.integers(0, w - s)), int(rng.integers(0, h - s))
+    rgb = tuple(int(v) for v in np.clip(np.array(SHAPE_COLORS[color]) + rng.normal(0, 15, 3), 0, 255))
+    _shape(ImageDraw.Draw(img), SHAPES[int(rng.integers(len(SHAPES)))], [x0, y0, x0 + s, y0 + s], rgb)
+    return np.asarray(img)
+
+
+def make_imagefolder_like(root: str, num_train: int = 40, num_val: int = 12, size: Tuple[int, int] = (60, 60),
+                          classes: Sequence[str] = tuple(SHAPE_COLORS), seed: int = 0) -> str:
+    """ImageNet-style tree ``root/{train,val}/<class>/*.JPEG`` plus ``root/meta/val.txt``
+    (``class/file.JPEG label`` lines, as ImageNet's list files). Counts are per class."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(osp.join(root, 'meta'), exist_ok=True)
+    for split, n in (('train', num_train), ('val', num_val)):
+        lines = []
+        for label, c in enumerate(sorted(classes)):  # ImageNet convention: label = index of sorted folder
+            os.makedirs(osp.join(root, split, c), exist_ok=True)
+            for i in range(n):
+                name = f'{c}_{split}_{i:05d}.JPEG'
+                Image.fromarray(render_shape_image(rng, size, c)).save(osp.join(root, split, c, name), 'JPEG',
+                                                                        quality=95)
+                lines.append(f'{c}/{name} {label}')
+        with open(osp.join(root, 'meta', f'{split}.txt'), 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+    return root
+
+
+def make_cifar_like(root: str, cifar100: bool = False, num_train: int = 50, num_test: int = 20, seed: int = 0) -> str:
+    """CIFAR python pickles: ``cifar-10-batches-py`` (5 train batches, test_batch, batches.meta)
+    or ``cifar-100-python`` (train, test, meta with fine/coarse names). 32x32 shape images."""
+    import pickle
+    rng = np.random.default_rng(seed)
+    os.makedirs(root, exist_ok=True)
+
+    def batch(n):
+        names = list(SHAPE_COLORS)
+        labels = [int(i % len(names)) for i in range(n)]
+        data = np.stack([render_shape_image(rng, (32, 32), names[y]).transpose(2, 0, 1).reshape(-1) for y in labels])
+        return data.astype(np.uint8), labels
+
+    dump = lambda obj, name: pickle.dump(obj, open(osp.join(root, name), 'wb'))  # noqa: E731
+    if cifar100:
+        for split, n in (('train', num_train), ('test', num_test)):
+            data, labels = batch(n)
+            dump({b'data': data, b'fine_labels': labels, b'coarse_labels': [0] * n,
+                  b'filenames': [f'{i}.png'.encode() for i in range(n)]}, split)
+        dump({b'fine_label_names': [c.encode() for c in SHAPE_COLORS], b'coarse_label_names': [b'shape']}, 'meta')
+    else:
+        per = max(1, num_train // 5)
+        for i in range(1, 6):
+            data, labels = batch(per)
+            dump({b'data': data, b'labels': labels, b'batch_label': f'training batch {i}'.encode()}, f'data_batch_{i}')
+        data, labels = batch(num_test)
+        dump({b'data': data, b'labels': labels}, 'test_batch')
+        dump({b'label_names': [c.encode() for c in SHAPE_COLORS], b'num_vis': 3072}, 'batches.meta')
+    return root

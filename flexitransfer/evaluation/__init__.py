@@ -1,0 +1,3 @@
+from .cls_metrics import ClsAccuracy, topk_accuracy
+
+__all__ = ['ClsAccuracy', 'topk_accuracy']

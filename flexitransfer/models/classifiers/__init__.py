@@ -1,0 +1,4 @@
+from .distill import FlexiDistiller
+from .image_classifier import FlexiImageClassifier
+
+__all__ = ['FlexiDistiller', 'FlexiImageClassifier']
