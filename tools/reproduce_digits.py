@@ -5,7 +5,7 @@ package: scikit-learn's handwritten digits (1797 8x8 images), upsampled to 48x48
   its kernel PI-resized (the paper's fair baseline) and with plain bilinear resize (naive);
 * FlexiViT (same network) trained with a random patch size per step from the same list.
 
-    python tools/reproduce_digits.py [--epochs 40] [--out docs/reproduce_digits]
+    python tools/reproduce_digits.py [--epochs 100] [--out docs/reproduce_digits]
 
 Prints a Markdown table and writes OUT.md, OUT.csv and OUT.png.
 """
@@ -86,7 +86,7 @@ def accuracy(model, data, p):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--epochs', type=int, default=40)
+    ap.add_argument('--epochs', type=int, default=100)
     ap.add_argument('--vit-patch', type=int, default=8)
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--out', default='docs/reproduce_digits')
@@ -123,12 +123,14 @@ def main():
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     fig, ax = plt.subplots(figsize=(6, 4))
     for k, style in zip(keys[2:], ('o-', 's--', '^-')):
         ax.plot([r['patch'] for r in rows], [r[k] for r in rows], style, label=k)
     ax.axvline(a.vit_patch, color='grey', lw=0.8, ls=':')
     ax.set_xscale('log')
     ax.set_xticks(PATCHES, [str(p) for p in PATCHES])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel('patch size at evaluation (48x48 input)')
     ax.set_ylabel('test top-1 (%)')
     ax.set_title('One model for all patch sizes (digits)')

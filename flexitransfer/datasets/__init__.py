@@ -1,7 +1,9 @@
-from .classification import CIFARDataset, ImageFolderDataset, InceptionCrop, PackClsInputs
+from .captions import CaptionDataset
+from .classification import CIFARDataset, ImageFolderDataset, InceptionCrop, PackClsInputs, PackImageInputs
 from .toy import (SHAPE_COLORS, SHAPES, TOY_SEG_CLASSES, TOY_SEG_PALETTE, make_ade20k_like, make_cifar_like,
-                  make_imagefolder_like, render_scene, render_shape_image)
+                  make_coco_captions_like, make_imagefolder_like, render_pair, render_scene, render_shape_image)
 
-__all__ = ['CIFARDataset', 'ImageFolderDataset', 'InceptionCrop', 'PackClsInputs', 'SHAPE_COLORS', 'SHAPES',
-           'TOY_SEG_CLASSES', 'TOY_SEG_PALETTE', 'make_ade20k_like', 'make_cifar_like', 'make_imagefolder_like',
-           'render_scene', 'render_shape_image']
+__all__ = ['CaptionDataset', 'CIFARDataset', 'ImageFolderDataset', 'InceptionCrop', 'PackClsInputs',
+           'PackImageInputs', 'SHAPE_COLORS', 'SHAPES', 'TOY_SEG_CLASSES', 'TOY_SEG_PALETTE', 'make_ade20k_like',
+           'make_cifar_like', 'make_coco_captions_like', 'make_imagefolder_like', 'render_pair', 'render_scene',
+           'render_shape_image']

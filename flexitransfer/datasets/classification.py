@@ -30,17 +30,30 @@ IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.webp', '.tif', '.ti
 
 
 @TRANSFORMS.register_module()
-class PackClsInputs(BaseTransform):
-    """HWC image -> CHW uint8 tensor; ``gt_label`` -> a ``BaseDataElement`` data sample."""
+class PackImageInputs(BaseTransform):
+    """HWC image -> CHW uint8 tensor; ``keys`` of the results -> a ``BaseDataElement`` data sample."""
+
+    def __init__(self, keys: Sequence[str] = ('gt_label',), meta_keys: Sequence[str] = ('img_path', 'ori_shape')):
+        self.keys, self.meta_keys = tuple(keys), tuple(meta_keys)
 
     def transform(self, results: dict) -> dict:
         img = np.ascontiguousarray(results['img'])
         if img.ndim == 2:
             img = img[..., None]
-        sample = BaseDataElement(metainfo={k: results[k] for k in ('img_path', 'ori_shape') if k in results})
-        if 'gt_label' in results:
-            sample.gt_label = torch.as_tensor(results['gt_label'], dtype=torch.long)
+        sample = BaseDataElement(metainfo={k: results[k] for k in self.meta_keys if k in results})
+        for k in self.keys:
+            if k in results:
+                v = results[k]
+                sample.set_field(torch.as_tensor(v, dtype=torch.long) if k == 'gt_label' else v, k)
         return {'inputs': torch.from_numpy(img).permute(2, 0, 1).contiguous(), 'data_samples': sample}
+
+
+@TRANSFORMS.register_module()
+class PackClsInputs(PackImageInputs):
+    """``PackImageInputs`` for classification: packs ``gt_label``."""
+
+    def __init__(self):
+        super().__init__(keys=('gt_label',))
 
 
 @TRANSFORMS.register_module()

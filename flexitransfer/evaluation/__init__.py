@@ -1,3 +1,4 @@
 from .cls_metrics import ClsAccuracy, topk_accuracy
+from .retrieval import RetrievalRecall, retrieval_metrics
 
-__all__ = ['ClsAccuracy', 'topk_accuracy']
+__all__ = ['ClsAccuracy', 'topk_accuracy', 'RetrievalRecall', 'retrieval_metrics']

@@ -1,0 +1,3 @@
+from .lit import LiT
+
+__all__ = ['LiT']
