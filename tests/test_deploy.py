@@ -54,3 +54,19 @@ def test_deployed_backbone_does_no_resize_work(monkeypatch):
     assert calls == []
     model.train()(x, 12)  # the flexible model under autograd does fetch them (test can fail)
     assert len(calls) == 2
+
+
+def test_benchmark_table_csv_plot_and_budget(tmp_path, tiny_seg_ckpt, seg_toy_data):
+    import csv
+    out = str(tmp_path / 'bench')
+    res = subprocess.run([sys.executable, 'tools/benchmark.py', '--model', 'seg', 'configs/seg/tiny_seg_flexi.py',
+                          tiny_seg_ckpt, '--patch', '8', '24', '--runs', '3', '--budget-ms', '10000', '--out', out,
+                          '--data-root', seg_toy_data], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = list(csv.DictReader(open(out + '.csv')))
+    assert [(r['task'], r['patch'], r['tokens']) for r in rows] == [('seg', '8', '225'), ('seg', '24', '25')]
+    g = {r['patch']: float(r['gflops']) for r in rows}
+    assert g['8'] > 4 * g['24'] > 0  # ~9x the tokens; resize work is not counted
+    best = max(rows, key=lambda r: float(r['value']))
+    assert f"- seg: patch {best['patch']} (mIoU" in open(out + '.md').read()
+    assert osp.getsize(out + '.png') > 5000

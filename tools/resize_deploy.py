@@ -65,7 +65,7 @@ def main():
     p.add_argument('--out', default=None, help='output folder (default: work_dirs/deploy)')
     p.add_argument('--export-timm', action='store_true')
     p.add_argument('--tol', type=float, default=1e-4)
-    p.add_argument('--runs', type=int, default=10)
+    p.add_argument('--runs', type=int, default=30)
     a = p.parse_args()
     patch = a.patch[0] if len(a.patch) == 1 else tuple(a.patch[:2])
     cfg = Config.fromfile(a.config)
