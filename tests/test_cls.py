@@ -2,8 +2,6 @@
 import json
 import os.path as osp
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ from flexitransfer.engine import RandomPatchSizeHook
 from flexitransfer.evaluation import topk_accuracy
 from flexitransfer.models.classifiers.distill import kl_distill_loss
 
-from conftest import ROOT
+from conftest import ROOT, data_opts, run_tool
 
 
 def _brute_topk(scores, labels, k):
@@ -77,37 +75,24 @@ def test_cifar_pickles(tmp_path, cifar100):
         CIFARDataset(str(tmp_path), 'train')
 
 
-def _opts(root, workers=0):
-    return [f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
-            f'test_dataloader.dataset.data_root={root}', f'train_dataloader.num_workers={workers}',
-            f'val_dataloader.num_workers={workers}', 'train_dataloader.persistent_workers=False',
-            'val_dataloader.persistent_workers=False']
-
-
-def _run(*args):
-    res = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
-    assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-4000:])
-    return res.stdout + res.stderr
-
-
 def _test_table(cfg, ckpt, work, root, patches, *extra):
     out = osp.join(work, 'm.json')
-    _run('tools/test.py', cfg, ckpt, '--patch', *map(str, patches), '--work-dir', work, '--out-json', out,
-         '--cfg-options', *_opts(root), *extra)
+    run_tool('tools/test.py', cfg, ckpt, '--patch', *map(str, patches), '--work-dir', work, '--out-json', out,
+         '--cfg-options', *data_opts(root), *extra)
     return {r['patch']: r['accuracy/top1'] for r in json.load(open(out))['table']}
 
 
 @pytest.fixture(scope='module')
 def trained_teacher(tmp_path_factory, cls_data):
     work = str(tmp_path_factory.mktemp('teacher'))
-    _run('tools/train.py', 'configs/cls/tiny_cls_vit_p6.py', '--work-dir', work, '--cfg-options', *_opts(cls_data, 2))
+    run_tool('tools/train.py', 'configs/cls/tiny_cls_vit_p6.py', '--work-dir', work, '--cfg-options', *data_opts(cls_data, 2))
     return osp.join(work, 'epoch_8.pth')
 
 
 def test_tiny_classifier_accuracy_at_several_patches(tmp_path, cls_data):
     """4 balanced classes: chance is 25%. Require > 85% at p = 6, 12 and 30."""
     work = str(tmp_path)
-    _run('tools/train.py', 'configs/cls/tiny_cls_flexi.py', '--work-dir', work, '--cfg-options', *_opts(cls_data, 2))
+    run_tool('tools/train.py', 'configs/cls/tiny_cls_flexi.py', '--work-dir', work, '--cfg-options', *data_opts(cls_data, 2))
     acc = _test_table('configs/cls/tiny_cls_flexi.py', osp.join(work, 'epoch_8.pth'), work, cls_data, [6, 12, 30])
     assert set(acc) == {'6', '12', '30'} and min(acc.values()) > 85, acc
 
@@ -165,8 +150,8 @@ def test_distill_loss_same_input_and_frozen_teacher():
 def test_distilled_student_approaches_teacher(tmp_path, cls_data, trained_teacher):
     work = str(tmp_path)
     teacher_acc = _test_table('configs/cls/tiny_cls_vit_p6.py', trained_teacher, work, cls_data, [6])['6']
-    _run('tools/train.py', 'configs/cls/tiny_cls_distill.py', '--work-dir', work, '--cfg-options',
-         *_opts(cls_data, 2), f'model.teacher_checkpoint={trained_teacher}')
+    run_tool('tools/train.py', 'configs/cls/tiny_cls_distill.py', '--work-dir', work, '--cfg-options',
+         *data_opts(cls_data, 2), f'model.teacher_checkpoint={trained_teacher}')
     student = _test_table('configs/cls/tiny_cls_distill.py', osp.join(work, 'epoch_6.pth'), work, cls_data,
                           [6, 12, 30], f'model.teacher_checkpoint={trained_teacher}')
     assert teacher_acc > 85

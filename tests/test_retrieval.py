@@ -1,6 +1,5 @@
 """Image-text retrieval: LiT with a FlexiViT image tower and open_clip's text tower."""
 import json
-import math
 import os.path as osp
 import subprocess
 import sys

@@ -1,29 +1,14 @@
 """Semantic segmentation (Segmenter on mmseg) with the FlexiViT backbone."""
 import json
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import ROOT
+from conftest import ROOT, data_opts, run_tool
 
 TINY = 'configs/seg/tiny_seg_flexi.py'
-
-
-def _data_opts(root, workers=0):
-    return [f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
-            f'test_dataloader.dataset.data_root={root}', f'train_dataloader.num_workers={workers}',
-            f'val_dataloader.num_workers={workers}', 'train_dataloader.persistent_workers=False',
-            'val_dataloader.persistent_workers=False']
-
-
-def _run(*args):
-    res = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
-    assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-4000:])
-    return res.stdout + res.stderr
 
 
 def test_tiny_config_learns_at_three_patch_sizes(tmp_path, seg_toy_data):
@@ -32,10 +17,10 @@ def test_tiny_config_learns_at_three_patch_sizes(tmp_path, seg_toy_data):
     mIoU > 60 at p=8, 12 and 24 (measured ~92 / 86 / 71): the model learned the classes and
     works at patch sizes it was not evaluated at during training."""
     work = str(tmp_path / 'w')
-    _run('tools/train.py', TINY, '--work-dir', work, '--cfg-options', *_data_opts(seg_toy_data, 2))
+    run_tool('tools/train.py', TINY, '--work-dir', work, '--cfg-options', *data_opts(seg_toy_data, 2))
     out = str(tmp_path / 'm.json')
-    log = _run('tools/test.py', TINY, osp.join(work, 'iter_300.pth'), '--patch', '8', '12', '24',
-               '--work-dir', work, '--out-json', out, '--cfg-options', *_data_opts(seg_toy_data, 2))
+    log = run_tool('tools/test.py', TINY, osp.join(work, 'iter_300.pth'), '--patch', '8', '12', '24',
+               '--work-dir', work, '--out-json', out, '--cfg-options', *data_opts(seg_toy_data, 2))
     assert '| patch | tokens | aAcc | mIoU | mAcc |' in log
     table = json.load(open(out))['table']
     assert [r['patch'] for r in table] == ['8', '12', '24']
@@ -47,12 +32,12 @@ def test_tiny_config_learns_at_three_patch_sizes(tmp_path, seg_toy_data):
 
 def test_cheap_transfer_train_large_patch_eval_small(tmp_path, seg_toy_data):
     work = str(tmp_path / 'w')
-    opts = _data_opts(seg_toy_data, 2) + ['train_cfg.max_iters=150', 'train_cfg.val_interval=150']
-    log = _run('tools/train.py', 'configs/seg/tiny_seg_flexi_p30.py', '--work-dir', work, '--cfg-options', *opts)
+    opts = data_opts(seg_toy_data, 2) + ['train_cfg.max_iters=150', 'train_cfg.val_interval=150']
+    log = run_tool('tools/train.py', 'configs/seg/tiny_seg_flexi_p30.py', '--work-dir', work, '--cfg-options', *opts)
     assert 'p30/mIoU' in log
     out = str(tmp_path / 'm.json')
-    log = _run('tools/test.py', 'configs/seg/tiny_seg_flexi_p30.py', osp.join(work, 'iter_150.pth'),
-               '--out-json', out, '--work-dir', work, '--cfg-options', *_data_opts(seg_toy_data, 2))
+    log = run_tool('tools/test.py', 'configs/seg/tiny_seg_flexi_p30.py', osp.join(work, 'iter_150.pth'),
+               '--out-json', out, '--work-dir', work, '--cfg-options', *data_opts(seg_toy_data, 2))
     table = json.load(open(out))['table']
     assert [r['patch'] for r in table] == ['30', '24', '15', '12']
     assert all(r['mIoU'] > 25 for r in table), table  # far above the ~16 of all-ground

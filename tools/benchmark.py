@@ -49,14 +49,14 @@ def measure_one(name, config, checkpoint, patches, runs, tp_batch, data_root=Non
     from mmengine.runner import Runner
     from torch.utils.flop_counter import FlopCounterMode
 
-    from flexitransfer.deploy import infer_img_size
+    from flexitransfer.deploy import infer_img_size, walk_backbone_cfgs
     from flexitransfer.engine import set_patch_size
 
     cfg = Config.fromfile(config)
     cfg.work_dir = tempfile.mkdtemp(prefix='bench_')
     cfg.load_from, cfg.resume = checkpoint, False
-    if cfg.model.get('backbone', {}).get('pretrained'):
-        cfg.model.backbone.pretrained = None
+    for _, bb in walk_backbone_cfgs(cfg.model):
+        bb['pretrained'] = None
     cfg.test_cfg = dict(type='MultiPatchTestLoop', patch_sizes=list(patches) if patches else
                         (cfg.get('test_cfg') or {}).get('patch_sizes'))
     cfg.log_level = 'WARNING'

@@ -23,21 +23,17 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import load_checkpoint
 
-from flexitransfer.deploy import bake_model, deploy_config, infer_img_size, max_abs_diff, to_timm_vit
+from flexitransfer.deploy import (bake_model, deploy_config, infer_img_size, max_abs_diff, to_timm_vit,
+                                  walk_backbone_cfgs)
 from flexitransfer.engine import flexi_modules, set_patch_size
 
 
 def build(cfg, checkpoint):
-    for bb in _backbone_cfgs(cfg.model):
+    for _, bb in walk_backbone_cfgs(cfg.model):
         bb['pretrained'] = None
     model = MODELS.build(cfg.model)
     load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
     return model.eval()
-
-
-def _backbone_cfgs(node):
-    from flexitransfer.deploy.bake import _walk_backbones
-    return [bb for _, bb in _walk_backbones(node)]
 
 
 def forward(model, x):

@@ -13,6 +13,8 @@ import _bootstrap  # noqa: F401
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
+from flexitransfer.deploy import walk_backbone_cfgs
+
 
 def parse_args():
     p = argparse.ArgumentParser(description='Test a flexitransfer model at one or several patch sizes')
@@ -47,9 +49,9 @@ def main():
     cfg.test_cfg = test_cfg
     cfg.load_from = args.checkpoint
     cfg.resume = False
-    # the checkpoint holds the trained weights: skip pretrained loading of the backbone
-    if cfg.get('model', {}).get('backbone', {}).get('pretrained'):
-        cfg.model.backbone.pretrained = None
+    # the checkpoint holds the trained weights: skip pretrained loading of the backbone(s)
+    for _, bb in walk_backbone_cfgs(cfg.model):
+        bb['pretrained'] = None
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     loop = runner.test_loop

@@ -56,15 +56,16 @@ def infer_img_size(cfg) -> Optional[Tuple[int, int]]:
     return None
 
 
-def _walk_backbones(node, path=()):
+def walk_backbone_cfgs(node, path=()):
+    """(path, cfg) of every unlocked FlexiViT config dict inside a (model) config."""
     if isinstance(node, dict):
         if node.get('type') == 'FlexiViT' and not node.get('lock_patch_size', False):
             yield path, node
         for k, v in node.items():
-            yield from _walk_backbones(v, path + (k,))
+            yield from walk_backbone_cfgs(v, path + (k,))
     elif isinstance(node, (list, tuple)):
         for i, v in enumerate(node):
-            yield from _walk_backbones(v, path + (i,))
+            yield from walk_backbone_cfgs(v, path + (i,))
 
 
 def deploy_config(cfg, patch_size, img_size, checkpoint: str):
@@ -73,7 +74,7 @@ def deploy_config(cfg, patch_size, img_size, checkpoint: str):
     patch = to_2tuple(patch_size)
     grid = check_patch_size(to_2tuple(img_size), patch)
     found = False
-    for _, bb in _walk_backbones(cfg.model):
+    for _, bb in walk_backbone_cfgs(cfg.model):
         bb.update(patch_size=list(patch), base_patch_size=list(patch), base_pos_grid=list(grid),
                   pretrained=None, init_cfg=None)
         found = True

@@ -8,7 +8,7 @@ detection heads as well.
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from mmengine.model import BaseModule
