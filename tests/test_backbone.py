@@ -113,6 +113,15 @@ def test_eval_reuses_resized_params_until_weights_change(tiny_arch, monkeypatch)
     assert len(calls) == 4
 
 
+def test_resize_cache_is_bounded(tiny_arch):
+    m = FlexiViT(arch=tiny_arch).eval()
+    m.max_cached_sizes = 3
+    with torch.no_grad():
+        for side in (32, 48, 64, 80, 96):
+            m(torch.randn(1, 3, side, side), 16)
+    assert [k[1] for k in m._resize_cache] == [(4, 4), (5, 5), (6, 6)]
+
+
 def test_baked_model_equals_flexible(tiny_arch):
     m = randomize(FlexiViT(arch=tiny_arch)).eval()
     x = torch.randn(2, 3, 240, 240)

@@ -58,6 +58,9 @@ def check_patch_size(img_hw: Tuple[int, int], patch: Tuple[int, int]) -> Tuple[i
 class FlexiViT(BaseModule):
     """FlexiViT backbone.
 
+    In eval / no-grad forwards the resized kernel and position embedding are
+    cached per (patch, grid, device, dtype), at most ``max_cached_sizes`` of them.
+
     Args:
         arch: 'tiny' | 'small' | 'base' | 'large' or a dict with ``embed_dims``,
             ``num_layers``, ``num_heads`` (and optionally ``mlp_ratio``).
@@ -82,6 +85,8 @@ class FlexiViT(BaseModule):
             state dict, big_vision .npz, timm or open_clip file; see
             ``flexitransfer.converters.load_pretrained``).
     """
+
+    max_cached_sizes = 32
 
     def __init__(self,
                  arch: Union[str, dict] = 'base',
@@ -214,7 +219,10 @@ class FlexiViT(BaseModule):
         with torch.no_grad():
             out = (resize_patch_embed(w, patch, self.kernel_resize),
                    resize_pos_embed(pos, self.base_pos_grid, grid, self.pos_resize_antialias))
+        self._resize_cache.pop(key, None)
         self._resize_cache[key] = (version, out)
+        while len(self._resize_cache) > self.max_cached_sizes:  # variable image sizes: drop the oldest
+            self._resize_cache.pop(next(iter(self._resize_cache)))
         return out
 
     def _apply(self, fn, *args, **kwargs):
