@@ -200,25 +200,27 @@ class FlexiViT(BaseModule):
                     nn.init.zeros_(m.bias)
 
     # ------------------------------------------------------------- embedding
-    def _resized(self, patch: Tuple[int, int], grid: Tuple[int, int], device, dtype):
+    def _resize_now(self, patch: Tuple[int, int], grid: Tuple[int, int]):
+        return (resize_patch_embed(self.patch_embed.weight, patch, self.kernel_resize),
+                resize_pos_embed(self.pos_embed, self.base_pos_grid, grid, self.pos_resize_antialias))
+
+    def _resized(self, patch: Tuple[int, int], grid: Tuple[int, int]):
         """Kernel at ``patch`` and position embedding at ``grid``.
 
-        Without autograd (eval, inference) the result is cached until the
-        stored parameters change (tracked by their version counters), so a
-        forward at a fixed p does no resize work.
+        Without autograd (eval, inference, locked towers) the result is cached
+        until the stored parameters change (tracked by their version counters),
+        so a forward at a fixed p does no resize work.
         """
         w, pos = self.patch_embed.weight, self.pos_embed
         if torch.is_grad_enabled() and (w.requires_grad or pos.requires_grad):
-            return (resize_patch_embed(w, patch, self.kernel_resize),
-                    resize_pos_embed(pos, self.base_pos_grid, grid, self.pos_resize_antialias))
+            return self._resize_now(patch, grid)
         key = (patch, grid, w.device, w.dtype)
         version = (w._version, pos._version, w.data_ptr(), pos.data_ptr())
         hit = self._resize_cache.get(key)
         if hit is not None and hit[0] == version:
             return hit[1]
         with torch.no_grad():
-            out = (resize_patch_embed(w, patch, self.kernel_resize),
-                   resize_pos_embed(pos, self.base_pos_grid, grid, self.pos_resize_antialias))
+            out = self._resize_now(patch, grid)
         self._resize_cache.pop(key, None)
         self._resize_cache[key] = (version, out)
         while len(self._resize_cache) > self.max_cached_sizes:  # variable image sizes: drop the oldest
@@ -236,7 +238,7 @@ class FlexiViT(BaseModule):
         patch = to_2tuple(patch_size) if patch_size is not None else self.patch_size
         grid = check_patch_size(tuple(x.shape[-2:]), patch)
         self.last_grid = grid
-        weight, pos = self._resized(patch, grid, x.device, x.dtype)
+        weight, pos = self._resized(patch, grid)
         x = F.conv2d(x, weight, self.patch_embed.bias, stride=patch)
         x = x.flatten(2).transpose(1, 2) + pos
         if self.cls_token is not None:
@@ -288,8 +290,7 @@ class FlexiViT(BaseModule):
         patch = to_2tuple(patch_size)
         grid = check_patch_size(to_2tuple(img_size), patch)
         with torch.no_grad():
-            w = resize_patch_embed(self.patch_embed.weight, patch, self.kernel_resize)
-            pos = resize_pos_embed(self.pos_embed, self.base_pos_grid, grid, self.pos_resize_antialias)
+            w, pos = self._resize_now(patch, grid)
         other = copy.deepcopy(self)
         other._resize_cache = {}
         other.patch_size = other.base_patch_size = patch
