@@ -7,18 +7,12 @@ Prints a Markdown table with the median times and the ratio flexible / baked (go
 """
 import argparse
 import statistics
-import time
 
 import _bootstrap  # noqa: F401
 import torch
 
 from flexitransfer.models.backbones import DEFAULT_PATCH_SIZES, FlexiViT
-
-
-def timed(fn, x):
-    t0 = time.perf_counter()
-    fn(x)
-    return time.perf_counter() - t0
+from flexitransfer.utils import interleaved_median_ms
 
 
 def main():
@@ -42,19 +36,9 @@ def main():
     with torch.no_grad():
         for ps in a.patch:
             baked = model.baked(ps, a.img).eval()
-            flex = lambda t: (model(t, ps), sync())  # noqa: E731
-            fixed = lambda t: (baked(t), sync())  # noqa: E731
-            for _ in range(a.warmup):
-                flex(x), fixed(x)
-            tf, tb = [], []
-            for i in range(a.runs):  # interleave, alternating order, against drift
-                if i % 2:
-                    tf.append(timed(flex, x)), tb.append(timed(fixed, x))
-                else:
-                    tb.append(timed(fixed, x)), tf.append(timed(flex, x))
-            mf, mb = statistics.median(tf), statistics.median(tb)
+            mf, mb = interleaved_median_ms(lambda t: model(t, ps), baked, x, a.runs, a.warmup, sync)
             ratios.append(mf / mb)
-            print(f'| {ps} | {(a.img // ps) ** 2} | {mf * 1e3:.2f} | {mb * 1e3:.2f} | {mf / mb:.3f} |', flush=True)
+            print(f'| {ps} | {(a.img // ps) ** 2} | {mf:.2f} | {mb:.2f} | {mf / mb:.3f} |', flush=True)
     print(f'\nworst ratio {max(ratios):.3f}, geometric mean '
           f'{statistics.geometric_mean(ratios):.3f} (goal <= 1.05)')
 

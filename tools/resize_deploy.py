@@ -13,9 +13,7 @@ backbone and checks it.
 import argparse
 import os
 import os.path as osp
-import statistics
 import sys
-import time
 
 import _bootstrap  # noqa: F401
 import torch
@@ -26,6 +24,7 @@ from mmengine.runner import load_checkpoint
 from flexitransfer.deploy import (bake_model, deploy_config, infer_img_size, max_abs_diff, to_timm_vit,
                                   walk_backbone_cfgs)
 from flexitransfer.engine import flexi_modules, set_patch_size
+from flexitransfer.utils import interleaved_median_ms
 
 
 def build(cfg, checkpoint):
@@ -38,17 +37,6 @@ def build(cfg, checkpoint):
 
 def forward(model, x):
     return model(x, mode='tensor')
-
-
-def median_ms(fn_a, fn_b, x, runs):
-    ta, tb = [], []
-    for i in range(runs + 2):
-        for fn, acc in ((fn_a, ta), (fn_b, tb)) if i % 2 else ((fn_b, tb), (fn_a, ta)):
-            t0 = time.perf_counter()
-            fn(x)
-            if i >= 2:
-                acc.append(time.perf_counter() - t0)
-    return statistics.median(ta) * 1e3, statistics.median(tb) * 1e3
 
 
 def main():
@@ -94,7 +82,8 @@ def main():
         bdiff = max_abs_diff(bb_f(x), bb_d(x))
         print(f'max abs diff deployed vs flexible at patch {ptag}: task output {diff:.3g}, backbone {bdiff:.3g}')
         x1 = x[:1]
-        t_flex, t_dep = median_ms(lambda t: forward(flexible, t), lambda t: forward(reloaded, t), x1, a.runs)
+        t_flex, t_dep = interleaved_median_ms(lambda t: forward(flexible, t), lambda t: forward(reloaded, t),
+                                               x1, a.runs)
         print(f'forward (batch 1, median of {a.runs}): flexible {t_flex:.2f} ms, deployed {t_dep:.2f} ms, '
               f'ratio deployed/flexible {t_dep / t_flex:.3f}')
         if a.export_timm:

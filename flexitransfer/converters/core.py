@@ -190,13 +190,9 @@ def load_checkpoint_file(path: str) -> dict:
     return obj
 
 
-def detect_format(path: str) -> str:
-    """'big_vision' | 'timm' | 'open_clip' | 'flexitransfer' for a checkpoint file."""
-    if str(path).endswith('.npz'):
-        return 'big_vision'
-    sd = load_checkpoint_file(path)
-    sd = sd.get('state_dict', sd)
-    keys = list(sd)
+def _format_of(sd: dict, path: str) -> str:
+    """Format of an already loaded torch checkpoint, from its key names."""
+    keys = list(sd.get('state_dict', sd))
     if any(k.endswith('visual.conv1.weight') or k == 'conv1.weight' for k in keys):
         return 'open_clip'
     if any(k.endswith('patch_embed.proj.weight') for k in keys):
@@ -204,6 +200,13 @@ def detect_format(path: str) -> str:
     if any(k.endswith('patch_embed.weight') for k in keys):
         return 'flexitransfer'
     raise ValueError(f'{path!r}: unknown checkpoint format (keys start {keys[:5]})')
+
+
+def detect_format(path: str) -> str:
+    """'big_vision' | 'timm' | 'open_clip' | 'flexitransfer' for a checkpoint file."""
+    if str(path).endswith('.npz'):
+        return 'big_vision'
+    return _format_of(load_checkpoint_file(path), path)
 
 
 def _backbone_state(sd: dict) -> dict:
@@ -244,16 +247,17 @@ def load_state_into(backbone, sd: dict, strict: bool = True) -> None:
 
 def load_pretrained(backbone, path: str, strict: bool = True) -> None:
     """Load any supported checkpoint file (format detected) into a FlexiViT backbone."""
-    fmt = detect_format(path)
-    if fmt == 'big_vision':
+    if str(path).endswith('.npz'):
         sd = convert_big_vision(path)[0]
-    elif fmt == 'timm':
-        sd = convert_timm(load_checkpoint_file(path).get('state_dict', load_checkpoint_file(path)))[0]
-    elif fmt == 'open_clip':
-        raw = load_checkpoint_file(path)
-        sd = convert_open_clip(raw.get('state_dict', raw))[0]
     else:
-        sd = _backbone_state(load_checkpoint_file(path))
+        raw = load_checkpoint_file(path)  # read once; the format comes from its keys
+        fmt = _format_of(raw, path)
+        if fmt == 'timm':
+            sd = convert_timm(raw.get('state_dict', raw))[0]
+        elif fmt == 'open_clip':
+            sd = convert_open_clip(raw.get('state_dict', raw))[0]
+        else:
+            sd = _backbone_state(raw)
     load_state_into(backbone, sd, strict=strict)
 
 

@@ -36,12 +36,32 @@ def format_patch_table(rows: List[dict]) -> str:
 
 
 class _MultiPatchMixin:
-    patch_sizes: Optional[Sequence]
-    last_table: List[dict]
+    """Shared body of the two loops; ``stage`` is 'val' or 'test' (hook names, loss buffer)."""
+    stage: str
 
-    def _run_patches(self, run_once, model) -> Dict[str, float]:
+    def __init__(self, runner, dataloader, evaluator, patch_sizes: Optional[Sequence] = None, fp16: bool = False):
+        super().__init__(runner, dataloader, evaluator, fp16)
+        self.patch_sizes = list(patch_sizes) if patch_sizes else None
+        self.last_table: List[dict] = []
+
+    def _run_once(self) -> Dict[str, float]:
+        getattr(self, f'{self.stage}_loss').clear()
+        for idx, data_batch in enumerate(self.dataloader):
+            self.run_iter(idx, data_batch)
+        return self.evaluator.evaluate(len(self.dataloader.dataset))
+
+    def run(self) -> dict:
+        self.runner.call_hook(f'before_{self.stage}')
+        self.runner.call_hook(f'before_{self.stage}_epoch')
+        self.runner.model.eval()
+        metrics = self._run_patches(self.runner.model)
+        self.runner.call_hook(f'after_{self.stage}_epoch', metrics=metrics)
+        self.runner.call_hook(f'after_{self.stage}')
+        return metrics
+
+    def _run_patches(self, model) -> Dict[str, float]:
         if not self.patch_sizes:
-            return run_once()
+            return self._run_once()
         mods = flexi_modules(model)
         old = get_patch_size(model)
         all_metrics: Dict[str, float] = {}
@@ -49,7 +69,7 @@ class _MultiPatchMixin:
         try:
             for i, p in enumerate(self.patch_sizes):
                 set_patch_size(model, p)
-                metrics = run_once()
+                metrics = self._run_once()
                 grid = getattr(mods[0], 'last_grid', None)
                 tokens = grid[0] * grid[1] if grid else -1
                 self.last_table.append({'patch': _fmt_patch(p), 'tokens': tokens, **metrics})
@@ -66,50 +86,10 @@ class _MultiPatchMixin:
 @LOOPS.register_module()
 class MultiPatchValLoop(_MultiPatchMixin, ValLoop):
     """``ValLoop`` that evaluates at each of ``patch_sizes`` (None: the model's own)."""
-
-    def __init__(self, runner, dataloader, evaluator, patch_sizes: Optional[Sequence] = None, fp16: bool = False):
-        super().__init__(runner, dataloader, evaluator, fp16)
-        self.patch_sizes = list(patch_sizes) if patch_sizes else None
-        self.last_table = []
-
-    def run(self) -> dict:
-        self.runner.call_hook('before_val')
-        self.runner.call_hook('before_val_epoch')
-        self.runner.model.eval()
-
-        def once():
-            self.val_loss.clear()
-            for idx, data_batch in enumerate(self.dataloader):
-                self.run_iter(idx, data_batch)
-            return self.evaluator.evaluate(len(self.dataloader.dataset))
-
-        metrics = self._run_patches(once, self.runner.model)
-        self.runner.call_hook('after_val_epoch', metrics=metrics)
-        self.runner.call_hook('after_val')
-        return metrics
+    stage = 'val'
 
 
 @LOOPS.register_module()
 class MultiPatchTestLoop(_MultiPatchMixin, TestLoop):
     """``TestLoop`` that evaluates at each of ``patch_sizes`` (None: the model's own)."""
-
-    def __init__(self, runner, dataloader, evaluator, patch_sizes: Optional[Sequence] = None, fp16: bool = False):
-        super().__init__(runner, dataloader, evaluator, fp16)
-        self.patch_sizes = list(patch_sizes) if patch_sizes else None
-        self.last_table = []
-
-    def run(self) -> dict:
-        self.runner.call_hook('before_test')
-        self.runner.call_hook('before_test_epoch')
-        self.runner.model.eval()
-
-        def once():
-            self.test_loss.clear()
-            for idx, data_batch in enumerate(self.dataloader):
-                self.run_iter(idx, data_batch)
-            return self.evaluator.evaluate(len(self.dataloader.dataset))
-
-        metrics = self._run_patches(once, self.runner.model)
-        self.runner.call_hook('after_test_epoch', metrics=metrics)
-        self.runner.call_hook('after_test')
-        return metrics
+    stage = 'test'
