@@ -22,7 +22,7 @@ VPY="$VENV/bin/python"
 pipi() { "$VPY" -m pip install --disable-pip-version-check --progress-bar off "$@"; }
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && \
-   "$VPY" -c "import torch, torchvision, mmcv.ops, mmseg, mmdet, open_clip, timm, flexitransfer" 2>/dev/null; then
+   "$VPY" -c "import torch, torchvision, mmcv.ops, mmseg, mmdet, open_clip, timm, panopticapi, onnxruntime, flexitransfer" 2>/dev/null; then
   echo "[setup] environment up to date ($VENV)"
 else
   echo "[setup] installing into $VENV"
@@ -42,6 +42,8 @@ else
   MAX_JOBS="${MAX_JOBS:-$(nproc)}" MMCV_WITH_OPS=1 pipi --no-build-isolation "${find_links[@]}" \
     "mmcv==2.1.0" "torch==2.12.1"
   pipi -r requirements.txt
+  # `panopticapi` for mmdet's panoptic metric: metadata pins numpy < 2, the code runs on numpy 2.
+  pipi --no-deps "panopticapi-lite==0.2.0"
   pipi --no-deps --no-build-isolation -e .
   "$VPY" -c "import torch, torchvision, mmcv.ops, mmseg, mmdet, open_clip, timm, flexitransfer; \
 print('[setup] torch', torch.__version__, '| mmcv', mmcv.__version__, '| mmseg', mmseg.__version__, '| mmdet', mmdet.__version__)"
