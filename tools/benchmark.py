@@ -27,7 +27,7 @@ import time
 import _bootstrap  # noqa: F401
 
 METRIC_PRIORITY = ('mIoU', 'accuracy/top1', 'mean_R@1', 'PQ', 'bbox_mAP')
-TINY = [  # name, config, checkpoint, train command if missing
+TINY = [  # name, config, checkpoint, toy data kind (tools/make_toy_data.py) to train it if missing
     ('seg', 'configs/seg/tiny_seg_flexi.py', 'work_dirs/tiny_seg_flexi/iter_300.pth', 'seg'),
     ('cls', 'configs/cls/tiny_cls_flexi.py', 'work_dirs/tiny_cls_flexi/epoch_8.pth', 'cls'),
     ('retrieval', 'configs/retrieval/tiny_lit_flexi.py', 'work_dirs/tiny_lit_flexi/epoch_25.pth', 'captions'),
@@ -181,9 +181,8 @@ def main():
     if a.preset == 'tiny':
         for name, config, ckpt, kind in TINY:
             if not osp.exists(ckpt):
-                data = {'seg': 'data/toy_ade/ADEChallengeData2016/images', 'cls': 'data/toy_cls/train',
-                        'captions': 'data/toy_coco/annotations'}[kind]
-                if not osp.isdir(data):
+                from flexitransfer.datasets.toy import TOY_DATASETS
+                if not osp.isdir(TOY_DATASETS[kind].root):
                     subprocess.run([sys.executable, 'tools/make_toy_data.py', kind], check=True)
                 subprocess.run([sys.executable, 'tools/train.py', config], check=True)
             models.append((name, config, ckpt))
