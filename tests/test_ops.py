@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
 
-from flexitransfer.ops import (bilinear_matrix, kernel_resize_matrix, pi_resize_matrix, resize_patch_embed,
+from flexitransfer.ops import (bilinear_matrix, clear_caches, kernel_resize_matrix, pi_resize_matrix, resize_patch_embed,
                                resize_pos_embed)
 
 
@@ -98,3 +98,53 @@ def test_bad_mode_and_shapes():
         kernel_resize_matrix(32, 16, 'nearest')
     with pytest.raises(ValueError, match='expected 7x7'):
         resize_pos_embed(torch.zeros(1, 50, 4), 7, 5)
+
+
+@pytest.mark.parametrize('first', ['inference_mode', 'no_grad'])
+def test_resize_caches_survive_every_autograd_mode(first):
+    """Issue 12: a matrix first built under inference_mode (or no_grad) must serve training later."""
+    from flexitransfer.models.backbones import FlexiViT
+    clear_caches()
+    ctx = torch.inference_mode if first == 'inference_mode' else torch.no_grad
+    m = FlexiViT(arch=dict(embed_dims=32, num_layers=1, num_heads=2), patch_size=16).eval()
+    x = torch.randn(2, 3, 48, 48)
+    with ctx():
+        ref = m(x)[0].clone()
+        w_first = resize_patch_embed(m.patch_embed.weight, 8)  # ops directly, other sizes
+        pos_first = resize_pos_embed(m.pos_embed, 7, 6)
+    m.train()
+    out = m(x)[0]
+    out.sum().backward()  # raised "Inference tensors cannot be saved for backward" before the fix
+    assert m.patch_embed.weight.grad is not None and m.pos_embed.grad.abs().sum() > 0
+    torch.testing.assert_close(out.detach(), ref, rtol=0, atol=0)
+    w = m.patch_embed.weight
+    w_now = resize_patch_embed(w, 8)
+    w_now.sum().backward()
+    torch.testing.assert_close(w_now.detach(), w_first, rtol=0, atol=0)
+    pos = resize_pos_embed(m.pos_embed, 7, 6)
+    (pos * 2).sum().backward()
+    torch.testing.assert_close(pos.detach(), pos_first, rtol=0, atol=0)
+    # a locked tower (no trainable embedding) fed an input that needs grad: the cached kernel is saved for backward
+    m.eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    with torch.inference_mode():
+        m(x)
+    xg = x.clone().requires_grad_(True)
+    m(xg)[0].sum().backward()
+    assert xg.grad is not None and xg.grad.abs().sum() > 0
+
+
+def test_resize_caches_are_per_device_and_dtype():
+    clear_caches()
+    w = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    ref = resize_patch_embed(w, 12)
+    for dt, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2), (torch.float16, 2e-3)):
+        out = resize_patch_embed(w.to(dt), 12)
+        assert out.dtype == dt
+        torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol * ref.abs().max().item())
+    assert resize_patch_embed(w, 12).dtype == torch.float64  # the float64 matrix is not replaced by the others
+    meta = resize_patch_embed(w.float().to('meta'), 12)
+    assert meta.device.type == 'meta' and meta.shape == (4, 3, 12, 12)
+    pm = resize_pos_embed(torch.zeros(1, 49, 8, device='meta'), 7, 5)
+    assert pm.device.type == 'meta' and pm.shape == (1, 25, 8)

@@ -17,11 +17,14 @@ Conventions (as big_vision's ``proj/flexi/vit.py``):
   timm's ``resample_abs_pos_embed``) applied as the same kind of matrix.
 
 Matrices depend only on sizes: they are computed once (float64, CPU), cached,
-and cached again per (device, dtype) on first use there.
+and cached again per (device, dtype) on first use there. Cached tensors are always
+built as plain tensors outside autograd (``plain_tensors``), whatever mode the first
+caller runs in: a matrix first built under ``torch.inference_mode()`` must still be
+usable when training later (an inference tensor cannot be saved for backward).
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, wraps
 from typing import Dict, Sequence, Tuple, Union
 
 import torch
@@ -44,7 +47,18 @@ def to_2tuple(size: SizeLike) -> Size2:
     return size
 
 
+def plain_tensors(fn):
+    """Run ``fn`` with autograd off and inference mode off, so the tensors it returns can be
+    cached and later used in any mode (grad, no_grad, inference_mode)."""
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode(False), torch.no_grad():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
 @lru_cache(maxsize=None)
+@plain_tensors
 def _bilinear_matrix64(old: Size2, new: Size2, antialias: bool) -> torch.Tensor:
     n_old = old[0] * old[1]
     basis = torch.eye(n_old, dtype=torch.float64).reshape(n_old, 1, *old)
@@ -55,6 +69,7 @@ def _bilinear_matrix64(old: Size2, new: Size2, antialias: bool) -> torch.Tensor:
 
 
 @lru_cache(maxsize=None)
+@plain_tensors
 def _area_matrix64(old: Size2, new: Size2) -> torch.Tensor:
     n_old = old[0] * old[1]
     basis = torch.eye(n_old, dtype=torch.float64).reshape(n_old, 1, *old)
@@ -63,6 +78,7 @@ def _area_matrix64(old: Size2, new: Size2) -> torch.Tensor:
 
 
 @lru_cache(maxsize=None)
+@plain_tensors
 def _pi_matrix64(old: Size2, new: Size2) -> torch.Tensor:
     # w_new = pinv(B^T) w: least-squares solution of <x, w> = <Bx, w_new>.
     b = _bilinear_matrix64(old, new, False)
@@ -101,6 +117,7 @@ def kernel_resize_matrix(old: SizeLike, new: SizeLike, mode: str = 'pi') -> torc
 _DEVICE_CACHE: Dict[tuple, torch.Tensor] = {}
 
 
+@plain_tensors
 def _on(mat_fn, key: tuple, device, dtype) -> torch.Tensor:
     """Per-(sizes, device, dtype) cached copy of a float64 CPU matrix."""
     full_key = key + (str(device), dtype)

@@ -24,7 +24,7 @@ from mmengine.registry import MODELS
 from timm.layers import QuickGELU, trunc_normal_
 from timm.models.vision_transformer import Block
 
-from ...ops import KERNEL_RESIZE_MODES, resize_patch_embed, resize_pos_embed, to_2tuple
+from ...ops import KERNEL_RESIZE_MODES, plain_tensors, resize_patch_embed, resize_pos_embed, to_2tuple
 
 ARCH_SETTINGS: Dict[str, Dict[str, int]] = {
     'tiny': dict(embed_dims=192, num_layers=12, num_heads=3),
@@ -209,7 +209,8 @@ class FlexiViT(BaseModule):
 
         Without autograd (eval, inference, locked towers) the result is cached
         until the stored parameters change (tracked by their version counters),
-        so a forward at a fixed p does no resize work.
+        so a forward at a fixed p does no resize work. Cached tensors are plain
+        tensors even when first built under ``torch.inference_mode()``.
         """
         w, pos = self.patch_embed.weight, self.pos_embed
         if torch.is_grad_enabled() and (w.requires_grad or pos.requires_grad):
@@ -219,8 +220,7 @@ class FlexiViT(BaseModule):
         hit = self._resize_cache.get(key)
         if hit is not None and hit[0] == version:
             return hit[1]
-        with torch.no_grad():
-            out = self._resize_now(patch, grid)
+        out = plain_tensors(self._resize_now)(patch, grid)  # usable later in any autograd mode
         self._resize_cache.pop(key, None)
         self._resize_cache[key] = (version, out)
         while len(self._resize_cache) > self.max_cached_sizes:  # variable image sizes: drop the oldest
