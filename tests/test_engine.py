@@ -95,39 +95,63 @@ def _latest(work):
     return open(f).read().strip() if osp.exists(f) else None
 
 
-def test_train_kill_resume_and_load(tmp_path, seg_toy_data):
-    """save -> SIGKILL mid-run -> --resume continues from the last checkpoint; the checkpoint
-    loads on torch >= 2.6 (weights-only unpickling, no safety switch turned off)."""
-    work = str(tmp_path / 'work')
+def _iter_of(ckpt_path):
+    return int(osp.basename(ckpt_path)[5:-4]) if ckpt_path else -1
+
+
+def wait_for(condition, what, proc=None, limit_s=1800, poll_s=0.5):
+    """Wait until ``condition()`` holds; fail clearly if ``proc`` dies first or nothing happens for ``limit_s``."""
+    t0 = time.monotonic()
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f'the process exited (code {proc.returncode}) before {what}')
+        if time.monotonic() - t0 > limit_s:
+            pytest.fail(f'{what} did not happen within {limit_s} s (machine far too slow, or a hang)')
+        time.sleep(poll_s)
+
+
+def test_train_kill_resume_is_bit_identical(tmp_path, seg_toy_data):
+    """save -> SIGKILL mid-run -> --resume continues from the last checkpoint and ends bit-identical to an
+    uninterrupted run of the same length; the checkpoint loads on torch >= 2.6 (weights-only unpickling)."""
+    work, ref_work = str(tmp_path / 'work'), str(tmp_path / 'ref')
     opts = ['--cfg-options', f'train_dataloader.dataset.data_root={seg_toy_data}',
             f'val_dataloader.dataset.data_root={seg_toy_data}', f'test_dataloader.dataset.data_root={seg_toy_data}',
-            'default_hooks.checkpoint.interval=5', 'train_cfg.max_iters=400', 'train_cfg.val_interval=1000',
+            'default_hooks.checkpoint.interval=5', 'train_cfg.val_interval=1000',
             'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
             'default_hooks.checkpoint.max_keep_ckpts=10', 'default_hooks.logger.interval=1']
-    cmd = [sys.executable, 'tools/train.py', 'configs/seg/tiny_seg_flexi.py', '--work-dir', work]
-    proc = subprocess.Popen(cmd + opts, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    t0 = time.time()
-    while not osp.exists(osp.join(work, 'iter_10.pth')) and time.time() - t0 < 240:
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    last = _latest(work)
-    assert last is not None, 'no checkpoint written before the kill'
-    done = int(osp.basename(last)[5:-4])
+    cmd = [sys.executable, 'tools/train.py', 'configs/seg/tiny_seg_flexi.py']
+    proc = subprocess.Popen(cmd + ['--work-dir', work] + opts + ['train_cfg.max_iters=400'], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:  # the event: a complete checkpoint of iteration >= 10 (last_checkpoint is written after the file)
+        wait_for(lambda: _iter_of(_latest(work)) >= 10, 'a checkpoint of iteration >= 10 was recorded', proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = _iter_of(_latest(work))
     assert 10 <= done < 400
-    res = subprocess.run(cmd + ['--resume'] + opts[:-6] + ['train_cfg.max_iters=%d' % (done + 5)] + opts[-5:],
+    end = done + 5
+    res = subprocess.run(cmd + ['--work-dir', work, '--resume'] + opts + [f'train_cfg.max_iters={end}'],
                          cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     log = res.stdout + res.stderr
     assert f'resumed epoch: 0, iter: {done}' in log
-    assert f'Iter(train) [{done + 5}/{done + 5}]' in log
-    assert osp.exists(osp.join(work, f'iter_{done + 5}.pth'))
+    assert f'Iter(train) [{end}/{end}]' in log
+    ref = subprocess.run(cmd + ['--work-dir', ref_work] + opts + [f'train_cfg.max_iters={end}'],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    ckpt = torch.load(osp.join(work, f'iter_{end}.pth'))  # torch's default: weights_only=True
+    ref_ckpt = torch.load(osp.join(ref_work, f'iter_{end}.pth'))
+    assert ckpt['meta']['iter'] == end and 'message_hub' in ckpt
+    sd, ref_sd = ckpt['state_dict'], ref_ckpt['state_dict']
+    assert sd.keys() == ref_sd.keys()
+    diff = max((sd[k].double() - ref_sd[k].double()).abs().max().item() for k in sd)
+    assert diff == 0.0, f'killed at {done} + resumed to {end} vs uninterrupted: max abs diff {diff}'
+    first = torch.load(osp.join(work, 'iter_5.pth'))['state_dict']
+    assert any(not torch.equal(first[k], sd[k]) for k in sd)  # it did train
 
     # load_from / load_checkpoint into a model
     from mmengine.runner import load_checkpoint
-    ckpt = torch.load(osp.join(work, f'iter_{done + 5}.pth'))  # torch's default: weights_only=True
-    assert ckpt['meta']['iter'] == done + 5 and 'message_hub' in ckpt
     m = FlexiViT(arch=dict(embed_dims=96, num_layers=4, num_heads=3))
-    load_checkpoint(m, osp.join(work, f'iter_{done + 5}.pth'), revise_keys=[(r'^backbone\.', '')], strict=False)
-    assert torch.equal(m.pos_embed, ckpt['state_dict']['backbone.pos_embed'])
+    load_checkpoint(m, osp.join(work, f'iter_{end}.pth'), revise_keys=[(r'^backbone\.', '')], strict=False)
+    assert torch.equal(m.pos_embed, sd['backbone.pos_embed'])

@@ -14,6 +14,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from flexitransfer.deploy import walk_backbone_cfgs
+from flexitransfer.engine import init_distributed
 
 
 def parse_args():
@@ -24,7 +25,9 @@ def parse_args():
     p.add_argument('--work-dir')
     p.add_argument('--out-json', help='write {"table": [...], "metrics": {...}} here')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
-    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                   help='pytorch: under torchrun; slurm: under srun. Backend: nccl on CUDA, gloo on CPU '
+                        '(unless env_cfg.dist_cfg.backend is set)')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = p.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -52,6 +55,7 @@ def main():
     # the checkpoint holds the trained weights: skip pretrained loading of the backbone(s)
     for _, bb in walk_backbone_cfgs(cfg.model):
         bb['pretrained'] = None
+    init_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     loop = runner.test_loop

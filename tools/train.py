@@ -2,6 +2,8 @@
 
     python tools/train.py configs/seg/ade20k_flexi_b.py [--work-dir DIR] [--resume [CKPT]] [--amp]
                           [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+
+    torchrun --nproc_per_node 2 tools/train.py CONFIG --launcher pytorch   # CPU (gloo) or GPUs (nccl)
 """
 import argparse
 import os
@@ -10,6 +12,8 @@ import os.path as osp
 import _bootstrap  # noqa: F401
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
+
+from flexitransfer.engine import init_distributed
 
 
 def parse_args():
@@ -20,7 +24,9 @@ def parse_args():
                    help='resume from CKPT, or from the latest checkpoint in the work dir if none is given')
     p.add_argument('--amp', action='store_true', help='automatic mixed precision')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries, key=value')
-    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                   help='pytorch: under torchrun; slurm: under srun. Backend: nccl on CUDA, gloo on CPU '
+                        '(unless env_cfg.dist_cfg.backend is set)')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = p.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -51,6 +57,7 @@ def build_cfg(args) -> Config:
 def main():
     args = parse_args()
     cfg = build_cfg(args)
+    init_distributed(cfg, args.launcher)  # before the Runner: mmengine's own start-up needs CUDA
     if 'runner_type' in cfg:  # a custom runner registered by the config's scope
         from mmengine.registry import RUNNERS
         runner = RUNNERS.build(cfg)

@@ -2,7 +2,7 @@
 default_scope = 'mmengine'
 custom_imports = dict(imports=['flexitransfer'], allow_failed_imports=False)
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-               dist_cfg=dict(backend='nccl'))
+               dist_cfg=dict())  # backend from the device (nccl on CUDA, gloo on CPU): engine/dist.py
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),
