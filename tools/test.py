@@ -14,7 +14,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from flexitransfer.deploy import walk_backbone_cfgs
-from flexitransfer.engine import init_distributed
+from flexitransfer.engine import check_checkpoint, check_datasets_nonempty, init_distributed, validate_patch_config
 
 
 def parse_args():
@@ -36,8 +36,6 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if not osp.isfile(args.checkpoint):
-        raise SystemExit(f'checkpoint not found: {args.checkpoint}')
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options:
@@ -55,8 +53,11 @@ def main():
     # the checkpoint holds the trained weights: skip pretrained loading of the backbone(s)
     for _, bb in walk_backbone_cfgs(cfg.model):
         bb['pretrained'] = None
+    validate_patch_config(cfg, args.config)
     init_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
+    check_checkpoint(runner.model, args.checkpoint, require_all=True)
+    check_datasets_nonempty(runner, ('test',))
     metrics = runner.test()
     loop = runner.test_loop
     if args.out_json:

@@ -13,7 +13,7 @@ import _bootstrap  # noqa: F401
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from flexitransfer.engine import init_distributed
+from flexitransfer.engine import check_checkpoint, check_datasets_nonempty, init_distributed, validate_patch_config
 
 
 def parse_args():
@@ -57,12 +57,16 @@ def build_cfg(args) -> Config:
 def main():
     args = parse_args()
     cfg = build_cfg(args)
+    validate_patch_config(cfg, args.config)  # bad patch sizes fail now, not at the iteration that draws them
     init_distributed(cfg, args.launcher)  # before the Runner: mmengine's own start-up needs CUDA
     if 'runner_type' in cfg:  # a custom runner registered by the config's scope
         from mmengine.registry import RUNNERS
         runner = RUNNERS.build(cfg)
     else:
         runner = Runner.from_cfg(cfg)
+    if cfg.get('load_from'):  # a resumed run needs every tensor; an initialisation may be partial
+        check_checkpoint(runner.model, cfg.load_from, require_all=bool(cfg.get('resume')))
+    check_datasets_nonempty(runner, ('train', 'val'))
     runner.train()
 
 

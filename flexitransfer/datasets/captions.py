@@ -13,11 +13,18 @@ from typing import Optional, Sequence
 
 from mmengine.registry import DATASETS
 
+from .checks import BadInputError
 from .classification import _ClsDataset
 
 
 def _fail(path, msg):
-    raise ValueError(f'broken caption annotation file {path!r}: {msg}')
+    raise BadInputError(f'broken caption annotation file {path!r}: {msg}')
+
+
+def _caption(path, raw, where):
+    if not isinstance(raw, str) or not raw.strip():
+        _fail(path, f'{where} has an empty caption {raw!r}; drop that caption or fill it in')
+    return raw.strip()
 
 
 def load_coco_captions(path: str, img_dir: str):
@@ -27,11 +34,18 @@ def load_coco_captions(path: str, img_dir: str):
         _fail(path, f'not valid JSON ({e})')
     if not isinstance(d, dict) or 'images' not in d or 'annotations' not in d:
         _fail(path, 'expected COCO captions JSON with "images" and "annotations"')
+    for i, im in enumerate(d['images']):
+        if not isinstance(im, dict) or 'id' not in im or 'file_name' not in im:
+            _fail(path, f'images[{i}] lacks "id" / "file_name": {im!r}')
+    known = {im['id'] for im in d['images']}
     caps = {}
-    for a in d['annotations']:
-        if 'image_id' not in a or 'caption' not in a:
-            _fail(path, f'annotation without image_id/caption: {a}')
-        caps.setdefault(a['image_id'], []).append(a['caption'].strip())
+    for i, a in enumerate(d['annotations']):
+        if not isinstance(a, dict) or 'image_id' not in a or 'caption' not in a:
+            _fail(path, f'annotations[{i}] lacks "image_id" / "caption": {a!r}')
+        if a['image_id'] not in known:
+            _fail(path, f'annotations[{i}] (id {a.get("id")}) names image_id {a["image_id"]!r}, which is not in '
+                        f'"images"; add the image or drop the annotation')
+        caps.setdefault(a['image_id'], []).append(_caption(path, a['caption'], f'annotations[{i}] (id {a.get("id")})'))
     items = []
     for im in sorted(d['images'], key=lambda im: im['id']):
         if im['id'] in caps:
@@ -54,8 +68,11 @@ def load_karpathy(path: str, img_dir: str, split: str):
         if 'sentences' not in im or 'filename' not in im:
             _fail(path, f'image entry {i} lacks "filename"/"sentences"')
         rel = osp.join(im.get('filepath', ''), im['filename'])
-        items.append((osp.join(img_dir, rel), [s['raw'].strip() for s in im['sentences']],
-                      im.get('cocoid', im.get('imgid', i))))
+        caps = [_caption(path, s.get('raw') if isinstance(s, dict) else None, f'image entry {i} ({rel})')
+                for s in im['sentences']]
+        if not caps:
+            _fail(path, f'image entry {i} ({rel}) has no sentences')
+        items.append((osp.join(img_dir, rel), caps, im.get('cocoid', im.get('imgid', i))))
     return items
 
 
@@ -85,7 +102,8 @@ class CaptionDataset(_ClsDataset):
         else:
             raise ValueError(f"format must be 'coco' or 'karpathy', got {format!r}")
         if not self.samples:
-            raise ValueError(f'{path!r}: no images with captions (split={split!r})')
+            raise BadInputError(f'{path!r}: no images with captions (split={split!r}): the dataset is empty; check '
+                                f'ann_file / split, or generate toy data with tools/make_toy_data.py captions')
         self.train_mode = train_mode
         super().__init__(pipeline, classes=())
 

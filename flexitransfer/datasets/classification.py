@@ -26,6 +26,8 @@ from mmengine.registry import DATASETS, TRANSFORMS
 from mmengine.structures import BaseDataElement
 from torch.utils.data import Dataset
 
+from .checks import BadInputError
+
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.webp', '.tif', '.tiff')
 
 
@@ -139,7 +141,8 @@ class ImageFolderDataset(_ClsDataset):
                     if name.lower().endswith(IMG_EXTENSIONS):
                         self.samples.append((osp.join(d, name), label))
         if not self.samples:
-            raise ValueError(f'no images found under {root!r}')
+            raise BadInputError(f'no images found under {root!r} (ann_file={ann_file!r}): the dataset is empty; check '
+                                f'data_root / data_prefix, or generate toy data with tools/make_toy_data.py cls')
         super().__init__(pipeline, classes)
 
     def get_info(self, idx: int) -> dict:
@@ -155,7 +158,18 @@ class CIFARDataset(_ClsDataset):
                  pipeline: Sequence[dict] = ()):
         if split not in ('train', 'test'):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        load = lambda name: pickle.load(open(osp.join(data_root, name), 'rb'), encoding='bytes')  # noqa: E731
+        def load(name):
+            path = osp.join(data_root, name)
+            try:
+                with open(path, 'rb') as f:
+                    return pickle.load(f, encoding='bytes')
+            except FileNotFoundError:
+                raise FileNotFoundError(f'CIFAR file missing: {path!r}; extract the whole python archive '
+                                        f'(cifar-10-python.tar.gz / cifar-100-python.tar.gz) into {data_root!r}') from None
+            except Exception as e:  # noqa: BLE001  (truncated pickle: EOFError, UnpicklingError, ...)
+                raise BadInputError(f'CIFAR file {path!r} is truncated or not a CIFAR pickle ({type(e).__name__}: '
+                                    f'{e}); extract the python archive again') from None
+
         if osp.exists(osp.join(data_root, 'batches.meta')):  # CIFAR-10
             files = [f'data_batch_{i}' for i in range(1, 6)] if split == 'train' else ['test_batch']
             key, meta = b'labels', load('batches.meta')[b'label_names']
@@ -169,7 +183,14 @@ class CIFARDataset(_ClsDataset):
         data, labels = [], []
         for name in files:
             d = load(name)
-            data.append(np.asarray(d[b'data'], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            if not isinstance(d, dict) or b'data' not in d or key not in d:
+                raise BadInputError(f'CIFAR file {osp.join(data_root, name)!r} lacks the "data" / {key.decode()!r} '
+                                    f'entries of a CIFAR python pickle; extract the python archive again')
+            arr = np.asarray(d[b'data'], dtype=np.uint8)
+            if arr.size % 3072 or arr.size // 3072 != len(d[key]):
+                raise BadInputError(f'CIFAR file {osp.join(data_root, name)!r}: {arr.size} bytes of images for '
+                                    f'{len(d[key])} labels (expected 3072 per image); extract the python archive again')
+            data.append(arr.reshape(-1, 3, 32, 32))
             labels += list(d[key])
         # CHW RGB -> HWC BGR, as LoadImageFromFile gives
         self.images = np.concatenate(data).transpose(0, 2, 3, 1)[..., ::-1].copy()

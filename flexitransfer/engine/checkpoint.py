@@ -47,3 +47,47 @@ def allow_mmengine_checkpoints() -> None:
     if not _DONE:
         torch.serialization.add_safe_globals(_safe_globals())
         _DONE = True
+
+
+def check_checkpoint(model: torch.nn.Module, path: str, require_all: bool = True, max_listed: int = 5) -> None:
+    """Fail clearly, before any work, when ``path`` cannot serve ``model``.
+
+    A missing, truncated or non-PyTorch file, tensors whose shapes differ from the model's (a
+    checkpoint of another architecture), no tensor in common, or, with ``require_all`` (testing a
+    trained model), model tensors the checkpoint lacks. mmengine would only log warnings for
+    these and go on with random weights. The file is memory-mapped: no tensor data is read.
+    """
+    import os.path as osp
+    allow_mmengine_checkpoints()
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path!r}; check the path (training writes '
+                                f'work_dirs/<config>/iter_*.pth or epoch_*.pth)')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001  (truncated zip, not a torch file, foreign pickle)
+        raise ValueError(f'checkpoint {path!r} cannot be read ({type(e).__name__}: {str(e)[:200]}); the file is '
+                         f'truncated or not a PyTorch checkpoint: copy it again or use another one') from None
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f'checkpoint {path!r} holds no state dict of tensors; give a checkpoint written by '
+                         f'tools/train.py or tools/convert_weights.py')
+    model = getattr(model, 'module', model)
+    own = model.state_dict()
+    shared = [k for k in own if k in state]
+    wrong = [k for k in shared if tuple(state[k].shape) != tuple(own[k].shape)]
+    arch = f'{type(model).__name__}'
+    if wrong:
+        listed = ', '.join(f'{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}' for k in wrong[:max_listed])
+        raise ValueError(f'checkpoint {path!r} does not fit this {arch}: {len(wrong)} tensor(s) of another shape '
+                         f'({listed}{", ..." if len(wrong) > max_listed else ""}); it was trained with another '
+                         f'architecture: use the config it was trained with, or convert the weights with '
+                         f'tools/convert_weights.py')
+    if not shared:
+        raise ValueError(f'checkpoint {path!r} has no tensor in common with this {arch} (its keys look like '
+                         f'{list(state)[:3]}, the model\'s like {list(own)[:3]}); wrong checkpoint or config?')
+    missing = [k for k in own if k not in state]
+    if require_all and missing:
+        raise ValueError(f'checkpoint {path!r} lacks {len(missing)} of this {arch}\'s tensors '
+                         f'({", ".join(missing[:max_listed])}{", ..." if len(missing) > max_listed else ""}); it is '
+                         f'not a trained checkpoint of this config (a backbone-only checkpoint goes in '
+                         f'model.backbone.pretrained or load_from for training)')

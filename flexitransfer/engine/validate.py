@@ -1,0 +1,204 @@
+"""Check a config's patch sizes against its input sizes when the config is built.
+
+A patch size that is 0, negative, larger than the crop or does not divide it would
+otherwise fail at the first iteration that draws it (maybe iteration 3 000), deep inside
+the backbone. ``validate_patch_config`` finds every patch size a config will use
+(``RandomPatchSizeHook.patch_sizes`` / ``probs`` / ``eval_patch_size``, the multi-patch
+loops' ``patch_sizes``, the backbones' ``patch_size``) and every input size it fixes (crops,
+fixed resizes, ``data_preprocessor.size``, sliding windows, pad divisors), and raises one
+error naming the config entry, the problem and the fix.
+"""
+from __future__ import annotations
+
+from math import gcd
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+from .patch import normalize_probs
+
+Size2 = Tuple[int, int]
+
+
+def walk_flexivit_cfgs(node, path=()) -> Iterator[Tuple[tuple, dict]]:
+    """(path, cfg) of every FlexiViT config dict whose patch size the engine sets (not locked)."""
+    if isinstance(node, dict):
+        if node.get('type') == 'FlexiViT' and not node.get('lock_patch_size', False):
+            yield path, node
+        for k, v in node.items():
+            yield from walk_flexivit_cfgs(v, path + (k,))
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from walk_flexivit_cfgs(v, path + (i,))
+
+
+def _pair(v) -> Optional[Size2]:
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, int):
+        return (v, v)
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        return (int(v[0]), int(v[1]))
+    return None
+
+
+def check_patch_value(p, where: str) -> Size2:
+    """A patch size must be a positive int or a pair of positive ints."""
+    pair = _pair(p)
+    if pair is None or min(pair) <= 0:
+        raise ValueError(f'{where}: invalid patch size {p!r}; a patch size is a positive integer (e.g. 16) or a pair '
+                         f'(h, w) of positive integers')
+    return pair
+
+
+def _pipeline_size(pipeline) -> Tuple[Optional[Size2], Optional[str], List[Tuple[int, str]]]:
+    """The fixed (h, w) a pipeline ends with (or None), where it comes from, and its pad divisors."""
+    size, where, divisors = None, None, []
+    for i, t in enumerate(pipeline or []):
+        if not isinstance(t, dict):
+            continue
+        typ = t.get('type')
+        if typ in ('Resize', 'RandomResize', 'RandomChoiceResize', 'RandomRescale'):
+            wh = _pair(t.get('scale')) if typ == 'Resize' and t.get('keep_ratio') is False else None
+            size, where = ((wh[1], wh[0]), f'pipeline[{i}] {typ}.scale') if wh else (None, None)
+        elif typ in ('RandomCrop', 'CenterCrop') and _pair(t.get('crop_size')):
+            size, where = _pair(t['crop_size']), f'pipeline[{i}] {typ}.crop_size'
+        elif typ in ('InceptionCrop', 'RandomResizedCrop') and _pair(t.get('size', t.get('scale'))):
+            size, where = _pair(t.get('size', t.get('scale'))), f'pipeline[{i}] {typ}.size'
+        elif typ == 'Pad':
+            if _pair(t.get('size')):
+                size, where = _pair(t['size']), f'pipeline[{i}] Pad.size'
+            if isinstance(t.get('size_divisor'), int):
+                divisors.append((t['size_divisor'], f'pipeline[{i}] Pad.size_divisor'))
+    return size, where, divisors
+
+
+def _stage_constraints(cfg, stage: str):
+    """(fixed size, where) and [(divisor, where)] of the inputs the model sees in 'train' or 'test'."""
+    loader = cfg.get(f'{stage}_dataloader') or {}
+    dataset = loader.get('dataset') or {}
+    while isinstance(dataset, dict) and 'dataset' in dataset and 'pipeline' not in dataset:  # wrappers
+        dataset = dataset['dataset']
+    size, where, divisors = _pipeline_size(dataset.get('pipeline') if isinstance(dataset, dict) else None)
+    model = cfg.get('model') or {}
+    dp = model.get('data_preprocessor') or {}
+    if stage == 'train':
+        if _pair(dp.get('size')):
+            size, where = _pair(dp['size']), 'model.data_preprocessor.size'
+        for key in ('size_divisor', 'pad_size_divisor'):
+            if isinstance(dp.get(key), int):
+                divisors.append((dp[key], f'model.data_preprocessor.{key}'))
+    else:
+        tdp = dp.get('test_cfg') or {}
+        if _pair(tdp.get('size')):
+            size, where = _pair(tdp['size']), 'model.data_preprocessor.test_cfg.size'
+        for key, src in (('size_divisor', tdp), ('pad_size_divisor', dp)):
+            if isinstance(src.get(key), int):
+                divisors.append((src[key], 'model.data_preprocessor.' + ('test_cfg.' if src is tdp else '') + key))
+        tc = model.get('test_cfg') or {}
+        if tc.get('mode') == 'slide' and _pair(tc.get('crop_size')):
+            size, where = _pair(tc['crop_size']), 'model.test_cfg.crop_size (sliding window)'
+            divisors = []  # windows have exactly that size
+    return size, where, divisors
+
+
+def _suggest(h: int, w: int, patches: Sequence[Size2]) -> str:
+    g = gcd(h, w)
+    good = [d for d in range(4, min(h, w) + 1) if g % d == 0]
+    if not good:
+        return f'choose a crop whose sides share divisors >= 4'
+    return f'patch sizes that divide {h}x{w}: {good}'
+
+
+def _check_against(p: Size2, where_p: str, size, where_s, divisors, config: str) -> None:
+    if size is not None:
+        h, w = size
+        if p[0] > h or p[1] > w:
+            raise ValueError(f'{config}: {where_p}: patch size {p[0]}x{p[1]} is larger than the input {h}x{w} '
+                             f'({where_s}); use a smaller patch ({_suggest(h, w, [p])}) or a larger crop')
+        if h % p[0] or w % p[1]:
+            raise ValueError(f'{config}: {where_p}: patch size {p[0]}x{p[1]} does not divide the input {h}x{w} '
+                             f'({where_s}); use {_suggest(h, w, [p])}, or change the crop to a multiple of the patch')
+        return
+    for d, where_d in divisors:
+        if d % p[0] or d % p[1]:
+            raise ValueError(f'{config}: {where_p}: patch size {p[0]}x{p[1]} does not divide the pad divisor {d} '
+                             f'({where_d}), so padded inputs need not divide by it; use a divisor that every patch '
+                             f'size divides (their lcm, e.g. 240 for 8..48) or drop that patch size')
+
+
+def validate_patch_config(cfg, config: str = 'config') -> None:
+    """Raise ``ValueError`` (naming the entry, the problem and the fix) for an unusable patch size in ``cfg``."""
+    train, test = [], []
+    backbones = list(walk_flexivit_cfgs(cfg.get('model') or {}))
+    for path, bb in backbones:
+        where = 'model.' + '.'.join(map(str, path)) + '.patch_size'
+        if 'patch_size' in bb:
+            p = check_patch_value(bb['patch_size'], f'{config}: {where}')
+            test.append((p, where))
+    hooks = [(i, h) for i, h in enumerate(cfg.get('custom_hooks') or [])
+             if isinstance(h, dict) and h.get('type') == 'RandomPatchSizeHook']
+    for i, h in hooks:
+        where = f'custom_hooks[{i}] RandomPatchSizeHook'
+        sizes = h.get('patch_sizes')
+        if sizes is not None:
+            if not isinstance(sizes, (list, tuple)) or not sizes:
+                raise ValueError(f'{config}: {where}.patch_sizes must be a non-empty list, got {sizes!r}')
+            for p in sizes:
+                train.append((check_patch_value(p, f'{config}: {where}.patch_sizes'), f'{where}.patch_sizes'))
+            try:
+                normalize_probs(list(sizes), h.get('probs'))
+            except ValueError as e:
+                raise ValueError(f'{config}: {where}.probs: {e}') from None
+        if h.get('eval_patch_size') is not None:
+            test.append((check_patch_value(h['eval_patch_size'], f'{config}: {where}.eval_patch_size'),
+                         f'{where}.eval_patch_size'))
+    if not hooks:  # fixed-patch training: the backbones' own patch sizes
+        train += test
+    for key in ('val_cfg', 'test_cfg'):
+        for p in (cfg.get(key) or {}).get('patch_sizes') or []:
+            test.append((check_patch_value(p, f'{config}: {key}.patch_sizes'), f'{key}.patch_sizes'))
+    if cfg.get('train_dataloader') and backbones:
+        constraints = _stage_constraints(cfg, 'train')
+        for p, where in train:
+            _check_against(p, where, *constraints, config)
+    if (cfg.get('test_dataloader') or cfg.get('val_dataloader')) and backbones:
+        constraints = _stage_constraints(cfg, 'test' if cfg.get('test_dataloader') else 'val')
+        for p, where in test:
+            if where.endswith('.patch_size') and hooks:
+                continue  # the backbone's default is overridden by the loops / hook when they are set
+            _check_against(p, where, *constraints, config)
+
+
+def _describe_dataset(ds) -> str:
+    """``Type(data_root=..., ...)`` of a dataset object or config dict."""
+    get = ds.get if isinstance(ds, dict) else (lambda k, d=None: getattr(ds, k, d))
+    name = get('type') if isinstance(ds, dict) else type(ds).__name__
+    parts = [f'{k}={get(k)!r}' for k in ('data_root', 'ann_file', 'data_prefix', 'split') if get(k) not in (None, '', {})]
+    return f'{name}(' + ', '.join(parts) + ')'
+
+
+def _empty(stage: str, what: str) -> ValueError:
+    return ValueError(f'{stage}_dataloader: the dataset {what} has no samples; check data_root / data_prefix / '
+                      f'ann_file (and img_suffix / seg_map_suffix), or generate toy data with tools/make_toy_data.py')
+
+
+def check_datasets_nonempty(runner, stages: Sequence[str]) -> None:
+    """Build the loops of ``stages`` ('train', 'val', 'test') now and fail clearly on an empty dataset.
+
+    Otherwise an empty OpenMMLab dataset dies in mmengine's serialisation ("need at least one
+    array to concatenate"), an unserialised one makes the infinite sampler spin forever, and an
+    empty test set ends in a metric dividing by zero.
+    """
+    for stage in stages:
+        if getattr(runner, f'_{stage}_loop', None) is None:
+            continue
+        loader_cfg = getattr(runner, f'_{stage}_dataloader', None)
+        try:
+            loop = getattr(runner, f'{stage}_loop')  # builds the loop and its dataloader, once
+        except ValueError as e:
+            if 'need at least one array to concatenate' not in str(e):
+                raise
+            ds_cfg = loader_cfg.get('dataset', {}) if isinstance(loader_cfg, dict) else {}
+            raise _empty(stage, _describe_dataset(ds_cfg)) from e
+        dataset = getattr(getattr(loop, 'dataloader', None), 'dataset', None)
+        if dataset is not None and len(dataset) == 0:
+            raise _empty(stage, _describe_dataset(dataset))
