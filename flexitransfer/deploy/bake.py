@@ -13,7 +13,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from ..engine.patch import flexi_modules
+from ..engine.patch import flexi_modules, walk_backbone_cfgs  # noqa: F401  (re-exported)
 from ..models.backbones.flexivit import FlexiViT, check_patch_size
 from ..ops import to_2tuple
 
@@ -54,18 +54,6 @@ def infer_img_size(cfg) -> Optional[Tuple[int, int]]:
     if dp.get('size'):
         return to_2tuple(dp['size'])
     return None
-
-
-def walk_backbone_cfgs(node, path=()):
-    """(path, cfg) of every unlocked FlexiViT config dict inside a (model) config."""
-    if isinstance(node, dict):
-        if node.get('type') == 'FlexiViT' and not node.get('lock_patch_size', False):
-            yield path, node
-        for k, v in node.items():
-            yield from walk_backbone_cfgs(v, path + (k,))
-    elif isinstance(node, (list, tuple)):
-        for i, v in enumerate(node):
-            yield from walk_backbone_cfgs(v, path + (i,))
 
 
 def deploy_config(cfg, patch_size, img_size, checkpoint: str):

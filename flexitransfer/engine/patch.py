@@ -7,7 +7,7 @@ rank of a distributed run picks the same p without communicating.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch.nn as nn
@@ -18,6 +18,19 @@ from ..ops import to_2tuple
 
 def flexi_modules(model: nn.Module):
     return [m for m in model.modules() if isinstance(m, FlexiViT) and not getattr(m, 'lock_patch_size', False)]
+
+
+def walk_backbone_cfgs(node, path=()) -> Iterator[Tuple[tuple, dict]]:
+    """(path, cfg) of every FlexiViT config dict in a (model) config whose patch size the engine sets
+    (not locked): the config-side twin of ``flexi_modules``."""
+    if isinstance(node, dict):
+        if node.get('type') == 'FlexiViT' and not node.get('lock_patch_size', False):
+            yield path, node
+        for k, v in node.items():
+            yield from walk_backbone_cfgs(v, path + (k,))
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from walk_backbone_cfgs(v, path + (i,))
 
 
 def set_patch_size(model: nn.Module, patch_size) -> None:

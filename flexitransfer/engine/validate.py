@@ -11,23 +11,11 @@ error naming the config entry, the problem and the fix.
 from __future__ import annotations
 
 from math import gcd
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-from .patch import normalize_probs
+from .patch import normalize_probs, walk_backbone_cfgs
 
 Size2 = Tuple[int, int]
-
-
-def walk_flexivit_cfgs(node, path=()) -> Iterator[Tuple[tuple, dict]]:
-    """(path, cfg) of every FlexiViT config dict whose patch size the engine sets (not locked)."""
-    if isinstance(node, dict):
-        if node.get('type') == 'FlexiViT' and not node.get('lock_patch_size', False):
-            yield path, node
-        for k, v in node.items():
-            yield from walk_flexivit_cfgs(v, path + (k,))
-    elif isinstance(node, (list, tuple)):
-        for i, v in enumerate(node):
-            yield from walk_flexivit_cfgs(v, path + (i,))
 
 
 def _pair(v) -> Optional[Size2]:
@@ -100,11 +88,11 @@ def _stage_constraints(cfg, stage: str):
     return size, where, divisors
 
 
-def _suggest(h: int, w: int, patches: Sequence[Size2]) -> str:
+def _suggest(h: int, w: int) -> str:
     g = gcd(h, w)
     good = [d for d in range(4, min(h, w) + 1) if g % d == 0]
     if not good:
-        return f'choose a crop whose sides share divisors >= 4'
+        return 'a crop whose sides share divisors >= 4'
     return f'patch sizes that divide {h}x{w}: {good}'
 
 
@@ -113,10 +101,10 @@ def _check_against(p: Size2, where_p: str, size, where_s, divisors, config: str)
         h, w = size
         if p[0] > h or p[1] > w:
             raise ValueError(f'{config}: {where_p}: patch size {p[0]}x{p[1]} is larger than the input {h}x{w} '
-                             f'({where_s}); use a smaller patch ({_suggest(h, w, [p])}) or a larger crop')
+                             f'({where_s}); use a smaller patch ({_suggest(h, w)}) or a larger crop')
         if h % p[0] or w % p[1]:
             raise ValueError(f'{config}: {where_p}: patch size {p[0]}x{p[1]} does not divide the input {h}x{w} '
-                             f'({where_s}); use {_suggest(h, w, [p])}, or change the crop to a multiple of the patch')
+                             f'({where_s}); use {_suggest(h, w)}, or change the crop to a multiple of the patch')
         return
     for d, where_d in divisors:
         if d % p[0] or d % p[1]:
@@ -128,7 +116,7 @@ def _check_against(p: Size2, where_p: str, size, where_s, divisors, config: str)
 def validate_patch_config(cfg, config: str = 'config') -> None:
     """Raise ``ValueError`` (naming the entry, the problem and the fix) for an unusable patch size in ``cfg``."""
     train, test = [], []
-    backbones = list(walk_flexivit_cfgs(cfg.get('model') or {}))
+    backbones = list(walk_backbone_cfgs(cfg.get('model') or {}))
     for path, bb in backbones:
         where = 'model.' + '.'.join(map(str, path)) + '.patch_size'
         if 'patch_size' in bb:
