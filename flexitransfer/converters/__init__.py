@@ -8,6 +8,7 @@ Kernel and grid resizing go through ``flexitransfer.ops``.
 """
 from .core import (convert_big_vision, convert_open_clip, convert_timm, detect_format,
                    load_checkpoint_file, load_pretrained, load_state_into, save_converted)
+from .owlvit import convert_owlvit, save_owlvit  # noqa: F401
 
 __all__ = ['convert_big_vision', 'convert_open_clip', 'convert_timm', 'detect_format',
            'load_checkpoint_file', 'load_pretrained', 'load_state_into', 'save_converted']

@@ -1,0 +1,103 @@
+"""Open-vocabulary detection demo: text queries in, an image with boxes, labels and scores out (PNG).
+
+    python tools/detect.py IMAGE --queries "red" "blue" --patch 16 [--checkpoint CKPT]
+                           [--config configs/det/tiny_owl_det.py] [--score-thr 0.3] [--out out.png]
+
+The model comes from the config (its test pipeline resizes / pads the image); the queries
+replace its default queries; ``--patch`` sets the patch size (any p dividing the padded image).
+"""
+import argparse
+import os.path as osp
+
+import _bootstrap  # noqa: F401
+import torch
+from mmengine.config import Config
+from mmengine.dataset import Compose, pseudo_collate
+from mmengine.registry import init_default_scope
+from mmengine.runner import load_checkpoint
+from PIL import Image, ImageDraw
+
+from flexitransfer.deploy import walk_backbone_cfgs
+from flexitransfer.engine import set_patch_size
+
+PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+           (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40)]
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('image')
+    p.add_argument('--queries', nargs='+', required=True, help='text queries, e.g. "a red circle" "a blue square"')
+    p.add_argument('--patch', type=int, default=None, help='patch size (default: the config\'s)')
+    p.add_argument('--config', default='configs/det/tiny_owl_det.py')
+    p.add_argument('--checkpoint', help='trained / converted weights (default: random init, for a smoke test)')
+    p.add_argument('--score-thr', type=float, default=0.3)
+    p.add_argument('--max-boxes', type=int, default=20)
+    p.add_argument('--out', help='output PNG (default: <image>_det.png)')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    return p.parse_args()
+
+
+def build_model(cfg, checkpoint, queries, device):
+    from mmdet.registry import MODELS
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    for _, bb in walk_backbone_cfgs(cfg.model):
+        bb['pretrained'] = None
+    if 'text_tower' in cfg.model:
+        cfg.model.text_tower['checkpoint'] = None
+    cfg.model.default_queries = tuple(queries)
+    model = MODELS.build(cfg.model)
+    if checkpoint:
+        if not osp.isfile(checkpoint):
+            raise SystemExit(f'--checkpoint {checkpoint!r} not found')
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    else:
+        model.init_weights()
+    return model.to(device).eval()
+
+
+def detect(model, cfg, image, queries, patch=None):
+    """data sample with ``pred_instances`` (boxes in the original image's pixels, labels index queries)."""
+    steps = [t for t in cfg.test_dataloader.dataset.pipeline if t['type'] not in ('LoadAnnotations',
+                                                                               'mmdet.LoadAnnotations')]
+    data = Compose(steps)(dict(img_path=image, img_id=0, text=tuple(queries)))
+    if patch:
+        set_patch_size(model, patch)
+    with torch.no_grad():
+        return model.test_step(pseudo_collate([data]))[0]
+
+
+def draw(image, sample, queries, score_thr, max_boxes):
+    img = Image.open(image).convert('RGB')
+    d = ImageDraw.Draw(img)
+    p = sample.pred_instances
+    keep = (p.scores >= score_thr).nonzero().flatten()[:max_boxes].tolist()
+    lines = []
+    for i in keep:
+        x0, y0, x1, y1 = p.bboxes[i].tolist()
+        q = int(p.labels[i])
+        c = PALETTE[q % len(PALETTE)]
+        d.rectangle([x0, y0, x1, y1], outline=c, width=max(1, round(min(img.size) / 100)))
+        d.text((x0 + 2, y0 + 1), f'{queries[q]} {float(p.scores[i]):.2f}', fill=c)
+        lines.append(f'  {queries[q]:<20s} {float(p.scores[i]):.3f} [{x0:.1f}, {y0:.1f}, {x1:.1f}, {y1:.1f}]')
+    return img, lines
+
+
+def main():
+    a = parse_args()
+    if not osp.isfile(a.image):
+        raise SystemExit(f'image not found: {a.image}')
+    cfg = Config.fromfile(a.config)
+    model = build_model(cfg, a.checkpoint, a.queries, a.device)
+    sample = detect(model, cfg, a.image, a.queries, a.patch)
+    img, lines = draw(a.image, sample, a.queries, a.score_thr, a.max_boxes)
+    out = a.out or osp.splitext(a.image)[0] + '_det.png'
+    img.save(out)
+    grid = model.backbone.last_grid
+    print(f'wrote {out}: {len(lines)} boxes with score >= {a.score_thr} (patch {model.backbone.patch_size[0]}, '
+          f'{grid[0]}x{grid[1]} tokens)')
+    print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+    main()
