@@ -1,6 +1,8 @@
 """Deploy a trained model at one patch size: kernel and position embedding resized once.
 
     python tools/resize_deploy.py CONFIG CHECKPOINT --patch 8 [--img-size H W] [--out DIR] [--export-timm]
+                                  [--onnx [--onnx-target tensor|backbone] [--exporter dynamo|torchscript]]
+                                  [--int8] [--tol 1e-4] [--cfg-options k=v ...]
 
 Writes DIR/<config>_p8.py and DIR/<config>_p8.pth: a normal config + checkpoint (use them
 with tools/test.py, tools/benchmark.py, ...) whose FlexiViT stores the p x p kernel and the
@@ -9,22 +11,38 @@ deployed model, rebuilt from those files, gives the flexible model's outputs at 
 (max abs difference printed; non-zero exit above --tol), and prints the speed ratio measured
 in this process. ``--export-timm`` also writes a timm VisionTransformer state dict of the
 backbone and checks it.
+
+``--onnx`` exports the deployed model to DIR/<config>_p8.onnx (``--onnx-target tensor``: the
+task output of ``model(x, mode='tensor')``, e.g. logits or LiT image embeddings; ``backbone``:
+the FlexiViT's feature maps) and checks it with ONNX Runtime against PyTorch on random inputs
+and on the config's first test images (max abs diff printed; non-zero exit above --tol).
+``--int8`` (implies --onnx) also writes DIR/<config>_p8_int8.onnx (dynamic int8 linear layers,
+ONNX Runtime's quantiser) and measures the task metric on the config's test set with PyTorch,
+ONNX Runtime fp32 and int8, through the same dataset and metric code as tools/test.py,
+printed side by side with the int8 metric drop.
 """
 import argparse
 import os
 import os.path as osp
+import re
 import sys
 
 import _bootstrap  # noqa: F401
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import load_checkpoint
 
-from flexitransfer.deploy import (bake_model, deploy_config, infer_img_size, max_abs_diff, to_timm_vit,
+from flexitransfer.deploy import (EXPORT_TARGETS, EXPORTERS, OnnxFunction, bake_model, check_onnx, deploy_config,
+                                  evaluate, export_onnx, infer_img_size, max_abs_diff, quantize_int8, to_timm_vit,
                                   walk_backbone_cfgs)
+from flexitransfer.deploy.onnx import export_module
+from flexitransfer.deploy.runtime import has_predictor, test_inputs
 from flexitransfer.engine import flexi_modules, set_patch_size
+from flexitransfer.ops import to_2tuple
 from flexitransfer.utils import interleaved_median_ms
+
+MAIN_METRICS = ('mIoU', 'top1', 'mean_R@1', 'PQ', 'bbox_mAP', 'AP')
 
 
 def build(cfg, checkpoint):
@@ -48,11 +66,21 @@ def main():
                    help='deployment input size (default: the config\'s test crop / input size)')
     p.add_argument('--out', default=None, help='output folder (default: work_dirs/deploy)')
     p.add_argument('--export-timm', action='store_true')
+    p.add_argument('--onnx', action='store_true', help='export to ONNX and check it with ONNX Runtime')
+    p.add_argument('--onnx-target', choices=EXPORT_TARGETS, default='tensor',
+                   help="tensor: the task output (model(x, mode='tensor')); backbone: the FlexiViT's outputs")
+    p.add_argument('--exporter', choices=EXPORTERS, default='dynamo',
+                   help="torch.onnx.export(dynamo=True) (default) or the TorchScript-based exporter")
+    p.add_argument('--int8', action='store_true', help='also write a dynamic-int8 graph and compare test metrics')
     p.add_argument('--tol', type=float, default=1e-4)
     p.add_argument('--runs', type=int, default=30)
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings (e.g. data_root)')
     a = p.parse_args()
+    a.onnx = a.onnx or a.int8
     patch = a.patch[0] if len(a.patch) == 1 else tuple(a.patch[:2])
     cfg = Config.fromfile(a.config)
+    if a.cfg_options:
+        cfg.merge_from_dict(a.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     img = tuple(a.img_size) if a.img_size else infer_img_size(cfg)
     if img is None:
@@ -63,6 +91,10 @@ def main():
     stem = osp.join(out_dir, f'{osp.splitext(osp.basename(a.config))[0]}_p{ptag}')
 
     flexible = build(cfg, a.checkpoint)
+    if a.int8 and a.onnx_target == 'tensor' and not has_predictor(flexible):
+        sys.exit(f'--int8 measures the test metric of the exported graph, but a {type(flexible).__name__} has no '
+                 f"ONNX predictor for target 'tensor' (flexitransfer.deploy.runtime.register_predictor): add "
+                 f'--onnx-target backbone')
     set_patch_size(flexible, patch)
     deployed = bake_model(flexible, patch, img)
     torch.save({'state_dict': deployed.state_dict(),
@@ -95,6 +127,66 @@ def main():
             diff = max(diff, tdiff)
     if max(diff, bdiff) > a.tol:
         sys.exit(f'verification failed: max abs diff {max(diff, bdiff):.3g} > tol {a.tol}')
+    if a.onnx:
+        export_and_check(a, dcfg, reloaded, stem, patch, ptag, img, x)
+
+
+def export_and_check(a, dcfg, deployed, stem, patch, ptag, img, x):
+    """ONNX export of the deployed model, checked against it; with --int8, the metric table."""
+    path = stem + '.onnx'
+    meta = dict(patch_size=list(to_2tuple(patch)), config=osp.basename(a.config), source_checkpoint=a.checkpoint)
+    export_onnx(deployed, img, path, target=a.onnx_target, exporter=a.exporter, meta=meta)
+    print(f'wrote {path} (target {a.onnx_target}, {a.exporter} exporter, {osp.getsize(path) / 2 ** 20:.1f} MiB)')
+    inputs, what = [x], ['random']
+    try:
+        inputs.append(test_inputs(dcfg, deployed, img))
+        what.append(f'{inputs[-1].shape[0]} test images')
+    except Exception as e:  # noqa: BLE001  (no data here: the random check still runs)
+        if a.int8:
+            sys.exit(f'--int8 measures the test metric, but the config\'s test set cannot be loaded ({e}); point it '
+                     f'at the data with --cfg-options test_dataloader.dataset.data_root=...')
+        print(f'note: no test images for the ONNX check ({type(e).__name__}: {e}); random inputs only')
+    diffs = [check_onnx(path, deployed, [t]) for t in inputs]
+    print(f'max abs diff ONNX Runtime vs PyTorch at patch {ptag} ({a.onnx_target}): '
+          + ', '.join(f'{w} {d:.3g}' for w, d in zip(what, diffs)))
+    fn = OnnxFunction(path)
+    module = export_module(deployed, a.onnx_target)
+    x1 = x[:1]
+    with torch.no_grad():
+        t_pt, t_ort = interleaved_median_ms(module, fn, x1, a.runs)
+    print(f'forward (batch 1, median of {a.runs}): PyTorch {t_pt:.2f} ms, ONNX Runtime {t_ort:.2f} ms, '
+          f'speed-up {t_pt / t_ort:.2f}x')
+    if max(diffs) > a.tol:
+        sys.exit(f'ONNX verification failed: max abs diff {max(diffs):.3g} > tol {a.tol}')
+    if not a.int8:
+        return
+    qpath = stem + '_int8.onnx'
+    counts = quantize_int8(path, qpath)
+    qfn = OnnxFunction(qpath)
+    with torch.no_grad():
+        qdiff = max_abs_diff(fn(inputs[-1]), qfn(inputs[-1]))
+        t_ort, t_q = interleaved_median_ms(fn, qfn, x1, a.runs)
+    print(f'wrote {qpath} ({counts.get("MatMulInteger", 0) + counts.get("DynamicQuantizeMatMul", 0)} int8 linear '
+          f'layers, {osp.getsize(qpath) / 2 ** 20:.1f} MiB); max abs diff int8 vs fp32 on {what[-1]}: {qdiff:.3g}; '
+          f'forward {t_q:.2f} ms vs fp32 {t_ort:.2f} ms ({t_ort / t_q:.2f}x)')
+    ckpt = stem + '.pth'
+    results = {'torch': evaluate(dcfg, ckpt), 'onnxruntime': evaluate(dcfg, ckpt, path),
+               'onnxruntime-int8': evaluate(dcfg, ckpt, qpath)}
+    print(metric_table(results, ptag))
+
+
+def metric_table(results: dict, ptag: str) -> str:
+    """Test metrics per runtime side by side, and the int8 drop against PyTorch fp32."""
+    keys = [k for k in results['torch'] if not re.match(r'p\d+(x\d+)?/', k)]  # unprefixed (the deployed patch)
+    lines = [f'\ntest-set metrics at patch {ptag}:', '| metric | torch fp32 | onnxruntime fp32 | onnxruntime int8 | '
+             'int8 drop |', '|---|---|---|---|---|']
+    for k in keys:
+        t, o, q = (results[r].get(k, float('nan')) for r in ('torch', 'onnxruntime', 'onnxruntime-int8'))
+        lines.append(f'| {k} | {t:.2f} | {o:.2f} | {q:.2f} | {t - q:+.2f} |')
+    main = next((k for m in MAIN_METRICS for k in keys if k.split('/')[-1] == m), keys[0])
+    t, q = results['torch'][main], results['onnxruntime-int8'].get(main, float('nan'))
+    lines.append(f'\nint8 metric drop: {main} {t:.2f} -> {q:.2f} (drop {t - q:+.2f})')
+    return '\n'.join(lines)
 
 
 if __name__ == '__main__':

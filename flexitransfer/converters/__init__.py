@@ -1,4 +1,5 @@
-"""Weight converters: big_vision .npz, timm and open_clip / OpenAI-CLIP -> FlexiViT.
+"""Weight converters, one file per source: big_vision .npz, timm, open_clip / OpenAI-CLIP and
+transformers' OWL-ViT -> FlexiViT (``loading.py``: read, detect, load, save).
 
 Each ``convert_*`` returns ``(state_dict, backbone_kwargs, extras)``:
 ``state_dict`` uses FlexiViT's parameter names (no prefix), ``backbone_kwargs``
@@ -6,9 +7,11 @@ the FlexiViT arguments that reproduce the source network, and ``extras`` the
 tensors that belong to a head (classifier, CLIP projection).
 Kernel and grid resizing go through ``flexitransfer.ops``.
 """
-from .core import (convert_big_vision, convert_open_clip, convert_timm, detect_format,
-                   load_checkpoint_file, load_pretrained, load_state_into, save_converted)
-from .owlvit import convert_owlvit, save_owlvit  # noqa: F401
+from .big_vision import convert_big_vision
+from .loading import detect_format, load_checkpoint_file, load_pretrained, load_state_into, save_converted
+from .open_clip import convert_open_clip
+from .timm import convert_timm
+from .owlvit import convert_owlvit, save_owlvit
 
-__all__ = ['convert_big_vision', 'convert_open_clip', 'convert_timm', 'detect_format',
-           'load_checkpoint_file', 'load_pretrained', 'load_state_into', 'save_converted']
+__all__ = ['convert_big_vision', 'convert_open_clip', 'convert_owlvit', 'convert_timm', 'detect_format',
+           'load_checkpoint_file', 'load_pretrained', 'load_state_into', 'save_converted', 'save_owlvit']

@@ -25,7 +25,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .core import _arch, _square_grid
+from .common import _arch, _square_grid
 
 Converted = Tuple[Dict[str, torch.Tensor], dict, Dict[str, torch.Tensor]]
 _ACTS = {'quick_gelu': 'quick_gelu', 'gelu': 'gelu', 'gelu_new': 'gelu_tanh', 'gelu_pytorch_tanh': 'gelu_tanh'}
@@ -147,7 +147,7 @@ def convert_owlvit_file(src: str, dst: str, hf_config: Optional[str] = None) -> 
     """``tools/convert_weights.py --from owlvit``: a transformers checkpoint file (+ optional
     ``config.json``) -> ``dst``; returns a one-line summary."""
     import json
-    from .core import load_checkpoint_file
+    from .loading import load_checkpoint_file
     raw = load_checkpoint_file(src)
     cfg = None
     if hf_config:

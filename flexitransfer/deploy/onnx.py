@@ -1,0 +1,193 @@
+"""Export a (baked) task model to ONNX, and check the graph against PyTorch.
+
+What is exported is a function of the image batch alone (after the data preprocessor):
+
+- ``target='tensor'``: ``model(x, mode='tensor')``, the task's deployable output
+  (classification logits, segmentation logits at the feature stride, LiT image
+  embeddings, a dense head's raw outputs);
+- ``target='backbone'``: the FlexiViT's outputs (feature maps / tokens), for any task.
+
+Outputs may be nested (tuples, lists, dicts of tensors); they are flattened into the
+graph's outputs and the nesting is stored in the ONNX metadata, so the runtime
+(:mod:`flexitransfer.deploy.runtime`) gives back what PyTorch gives. The batch axis is
+dynamic; the image size is the one the model was baked for (static).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from typing import Any, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from ..engine.patch import flexi_modules
+from ..models.backbones.flexivit import FlexiViT
+from ..ops import to_2tuple
+
+EXPORT_TARGETS = ('tensor', 'backbone')
+EXPORTERS = ('dynamo', 'torchscript')
+META_PREFIX = 'flexitransfer.'
+
+
+# ------------------------------------------------------------------ output nesting
+def flatten(out) -> Tuple[List[torch.Tensor], Any]:
+    """Tensors of a nested output (tuple / list / dict) in order, and a JSON-able description of the nesting."""
+    if isinstance(out, torch.Tensor):
+        return [out], 'T'
+    if isinstance(out, (tuple, list)):
+        leaves, specs = [], []
+        for o in out:
+            lv, sp = flatten(o)
+            leaves += lv
+            specs.append(sp)
+        return leaves, {'tuple' if isinstance(out, tuple) else 'list': specs}
+    if isinstance(out, dict):
+        leaves, specs = [], []
+        for k, o in out.items():
+            lv, sp = flatten(o)
+            leaves += lv
+            specs.append([str(k), sp])
+        return leaves, {'dict': specs}
+    raise TypeError(f'cannot export an output of type {type(out).__name__}: only tensors, tuples, lists and dicts '
+                    f'of tensors become ONNX outputs')
+
+
+def unflatten(leaves: Sequence, spec):
+    """Inverse of :func:`flatten`."""
+    it = iter(leaves)
+
+    def build(sp):
+        if sp == 'T':
+            return next(it)
+        (kind, sub), = sp.items()
+        if kind == 'dict':
+            return {k: build(s) for k, s in sub}
+        items = [build(s) for s in sub]
+        return tuple(items) if kind == 'tuple' else items
+    out = build(spec)
+    if next(it, None) is not None:
+        raise ValueError('more outputs than the stored nesting describes')
+    return out
+
+
+# ------------------------------------------------------------------ what is exported
+def export_module(model: nn.Module, target: str = 'tensor') -> nn.Module:
+    """The module whose ``forward(x)`` is exported for ``target``."""
+    if target not in EXPORT_TARGETS:
+        raise ValueError(f'export target must be one of {EXPORT_TARGETS}, got {target!r}')
+    if target == 'backbone':
+        mods = flexi_modules(model)
+        if len(mods) != 1:
+            raise ValueError(f'{type(model).__name__} has {len(mods)} unlocked FlexiViT backbones; '
+                             f"target='backbone' exports exactly one")
+        return mods[0]
+    return _TensorMode(model)
+
+
+class _TensorMode(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x, mode='tensor')
+
+
+class _Flat(nn.Module):
+    """``module(x)`` with its (nested) output flattened into a tuple of tensors."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return tuple(flatten(self.module(x))[0])
+
+
+@contextlib.contextmanager
+def _uncached_resize(model: nn.Module):
+    """Every FlexiViT resizes directly while being traced: its no-grad cache keys on data pointers,
+    which traced (fake) tensors do not have. On a baked model the resize is the identity."""
+    mods = [m for m in model.modules() if isinstance(m, FlexiViT)]
+    for m in mods:
+        m._resized = m._resize_now
+    try:
+        yield
+    finally:
+        for m in mods:
+            del m._resized
+
+
+# ------------------------------------------------------------------ export
+def export_onnx(model: nn.Module, img_size, path: str, target: str = 'tensor', exporter: str = 'dynamo',
+                opset: Optional[int] = None, in_channels: int = 3, meta: Optional[dict] = None) -> dict:
+    """Write ``path`` (one self-contained .onnx file) and return the metadata stored in it.
+
+    ``model`` should be baked at its deployment patch (:func:`flexitransfer.deploy.bake_model`):
+    the graph then holds the p x p kernel and the position grid as constants, with no resize.
+    """
+    import onnx
+    if exporter not in EXPORTERS:
+        raise ValueError(f'exporter must be one of {EXPORTERS}, got {exporter!r}')
+    h, w = to_2tuple(img_size)
+    module = export_module(model, target).eval()
+    flat = _Flat(module).eval()
+    g = torch.Generator().manual_seed(0)
+    example = torch.randn(2, in_channels, h, w, generator=g)  # batch 2: a batch of 1 would be specialised
+    with torch.no_grad():
+        leaves, spec = flatten(module(example))
+    names = [f'out{i}' for i in range(len(leaves))]
+    with warnings.catch_warnings(), _uncached_resize(model):
+        warnings.simplefilter('ignore')
+        if exporter == 'dynamo':
+            batch = torch.export.Dim('batch', min=1, max=4096)
+            prog = torch.onnx.export(flat, (example,), dynamo=True, input_names=['input'], output_names=names,
+                                     dynamic_shapes={'x': {0: batch}}, opset_version=opset, verbose=False)
+            prog.save(path, external_data=False)
+        else:
+            torch.onnx.export(flat, (example,), path, dynamo=False, input_names=['input'], output_names=names,
+                              dynamic_axes={'input': {0: 'batch'}, **{n: {0: 'batch'} for n in names}},
+                              opset_version=opset or 17)
+    info = dict(target=target, model=type(model).__name__, img_size=[h, w], in_channels=in_channels,
+                outputs=json.dumps(spec), exporter=exporter, **(meta or {}))
+    m = onnx.load(path)
+    onnx.checker.check_model(m)
+    del m.metadata_props[:]
+    for k, v in info.items():
+        p = m.metadata_props.add()
+        p.key, p.value = META_PREFIX + k, v if isinstance(v, str) else json.dumps(v)
+    onnx.save(m, path)
+    return read_meta(path)
+
+
+def read_meta(path: str) -> dict:
+    """The flexitransfer metadata of an exported graph (target, img_size, output nesting, patch...)."""
+    import onnx
+    m = onnx.load(path, load_external_data=False)
+    out = {}
+    for p in m.metadata_props:
+        if p.key.startswith(META_PREFIX):
+            k = p.key[len(META_PREFIX):]
+            try:
+                out[k] = json.loads(p.value)
+            except json.JSONDecodeError:
+                out[k] = p.value
+    if 'outputs' not in out:
+        raise ValueError(f'{path} was not written by flexitransfer.deploy.export_onnx (no output description in '
+                         f'its metadata): export it with tools/resize_deploy.py --onnx')
+    return out
+
+
+def check_onnx(path: str, model: nn.Module, inputs: Sequence[torch.Tensor], threads: Optional[int] = None) -> float:
+    """Max abs difference between the ONNX Runtime outputs of ``path`` and ``model``'s, over ``inputs``."""
+    from .bake import max_abs_diff
+    from .runtime import OnnxFunction
+    fn = OnnxFunction(path, threads=threads)
+    module = export_module(model, fn.meta['target']).eval()
+    diff = 0.0
+    with torch.no_grad():
+        for x in inputs:
+            diff = max(diff, max_abs_diff(module(x), fn(x)))
+    return diff
