@@ -3,10 +3,21 @@ import itertools
 import math
 
 import numpy as np
+import pytest
 import torch
 from mmdet.registry import MODELS
 
 import flexitransfer  # noqa: F401
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _mmdet_scope():
+    """Build through mmdet's registry whatever default scope an earlier test left behind
+    (mmengine keeps the last ``init_default_scope`` globally, e.g. 'mmseg' after a seg test)."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield
+
 
 A, G = 0.25, 2.0  # focal alpha, gamma (defaults)
 

@@ -11,6 +11,16 @@ from flexitransfer.models.heads import box_bias
 
 from conftest import randomize
 
+
+@pytest.fixture(scope='module', autouse=True)
+def _mmdet_scope():
+    """Build through mmdet's registry whatever default scope an earlier test left behind
+    (mmengine keeps the last ``init_default_scope`` globally, e.g. 'mmseg' after a seg test)."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield
+
+
 transformers = pytest.importorskip('transformers')
 
 
