@@ -87,7 +87,7 @@ def test_caption_formats(caption_data, tmp_path):
     with pytest.raises(ValueError, match='broken caption annotation file.*not valid JSON'):
         CaptionDataset(caption_data, str(tmp_path / 'bad.json'))
     (tmp_path / 'bad2.json').write_text('{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"id": 3}]}')
-    with pytest.raises(ValueError, match='without image_id/caption'):
+    with pytest.raises(ValueError, match=r'annotations\[0\] lacks "image_id" / "caption"'):
         CaptionDataset(caption_data, str(tmp_path / 'bad2.json'))
 
 
