@@ -85,14 +85,21 @@ def make_forward(runtime, model, patch, img, tmp, dev, exporter='dynamo'):
                 return model(x, mode='tensor')
         return fwd, None
     path = osp.join(tmp, f'p{patch}.onnx')
+    target = 'tensor' if has_predictor(model) else 'backbone'
     if not osp.exists(path):
         baked = bake_model(model, patch, img).cpu().eval()
-        target = 'tensor' if has_predictor(model) else 'backbone'
         export_onnx(baked, img, path, target=target, exporter=exporter, meta=dict(patch_size=[patch, patch]))
     if runtime == 'onnxruntime-int8':
         qpath = osp.join(tmp, f'p{patch}_int8.onnx')
         quantize_int8(path, qpath)
         path = qpath
+    if target == 'backbone':  # time the whole model (neck + head in torch) on the ONNX backbone, as torch's row
+        import copy
+
+        from flexitransfer.deploy import install_onnx
+        full = copy.deepcopy(model).cpu().eval()
+        install_onnx(full, path)
+        return (lambda x: full(x.cpu(), mode='tensor')), path
     fn = OnnxFunction(path)
     return (lambda x: fn(x.cpu())), path
 

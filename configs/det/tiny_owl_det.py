@@ -5,6 +5,7 @@
 _base_ = ['../_base_/default_runtime_det.py']
 data_root = 'data/toy_coco_det'
 classes = ('red', 'green', 'blue', 'yellow')
+img_size = (96, 96)  # the toy images (and pad size): the input size for deploy / benchmark
 model = dict(
     type='OWLViTDetector',
     data_preprocessor=dict(type='DetDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3, bgr_to_rgb=True,
