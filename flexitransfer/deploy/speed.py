@@ -1,30 +1,12 @@
-"""Speed measurements made in one process: interleaved medians, FLOPs, the machine's GEMM rate."""
+"""Speed measurements made in one process: FLOPs and the machine's GEMM rate (interleaved medians:
+``flexitransfer.utils.interleaved_ms``, re-exported here)."""
 from __future__ import annotations
 
-import statistics
-import time
-from typing import Callable, Dict
+from typing import Callable
 
 import torch
 
-
-def interleaved_ms(fns: Dict[str, Callable[[], object]], runs: int, warmup: int = 2,
-                   sync: Callable = lambda: None) -> Dict[str, float]:
-    """Median milliseconds of each zero-argument callable: warm-up, then ``runs`` rounds in which
-    every callable runs once, in alternating order, so drift and other load hit all of them alike."""
-    names = list(fns)
-    for _ in range(warmup):
-        for n in names:
-            fns[n]()
-            sync()
-    times = {n: [] for n in names}
-    for i in range(runs):
-        for n in (names if i % 2 == 0 else names[::-1]):
-            t0 = time.perf_counter()
-            fns[n]()
-            sync()
-            times[n].append(time.perf_counter() - t0)
-    return {n: statistics.median(v) * 1e3 for n, v in times.items()}
+from ..utils.timing import interleaved_ms  # noqa: F401  (re-exported)
 
 
 def count_flops(fn: Callable[[], object]) -> int:

@@ -1,3 +1,3 @@
-from .timing import interleaved_median_ms
+from .timing import interleaved_median_ms, interleaved_ms
 
-__all__ = ['interleaved_median_ms']
+__all__ = ['interleaved_median_ms', 'interleaved_ms']
