@@ -2,10 +2,10 @@
 
 Images: 1-3 coloured shapes on a noisy background, placed without much overlap; every shape is
 annotated with its exact box. ``det`` (COCO): the class is the colour (4 classes, named by the
-colour, so text queries are "red", ...). ``lvis``: the class is colour + shape (12 classes,
-"red circle", ...), drawn with skewed frequencies; each image lists ``neg_category_ids``
-(verified absent) and sometimes ``not_exhaustive_category_ids``; categories carry LVIS's
-fields (``frequency`` r/c/f by training-image count rank: the rarest third is 'r', the
+colour, so text queries are "red", ...). ``det_shapes`` (COCO): colour + shape (12 classes, "red
+circle", ..., uniformly drawn). ``lvis``: colour + shape too, drawn with skewed frequencies;
+each image lists ``neg_category_ids`` (verified absent) and sometimes
+``not_exhaustive_category_ids``; categories carry LVIS's fields (``frequency`` r/c/f by training-image count rank: the rarest third is 'r', the
 commonest 'f', since LVIS's absolute 10 / 100 image thresholds need a large dataset).
 """
 from __future__ import annotations
@@ -62,13 +62,11 @@ def _ann(ann_id, img_id, cat_id, box):
             'segmentation': [[x0, y0, x1, y0, x1, y1, x0, y1]]}
 
 
-@register_toy('det', root='data/toy_coco_det', size=(96, 96), num_train=240, num_val=48)
-def make_coco_instances_like(root: str, num_train: int = 240, num_val: int = 48, size: Tuple[int, int] = (96, 96),
-                             seed: int = 0) -> str:
-    """COCO layout: ``root/{train2017,val2017}/*.jpg``, ``root/annotations/instances_{train,val}2017.json``."""
+def _write_coco_instances(root: str, classes: List[Tuple[str, str]], num_train: int, num_val: int,
+                          size: Tuple[int, int], seed: int) -> str:
     rng = np.random.default_rng(seed)
-    classes = [(c, None) for c in SHAPE_COLORS]
-    cats = [{'id': i + 1, 'name': c, 'supercategory': 'shape'} for i, (c, _) in enumerate(classes)]
+    names = [c if s is None else f'{c} {s}' for c, s in classes]
+    cats = [{'id': i + 1, 'name': n, 'supercategory': 'shape'} for i, n in enumerate(names)]
     os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
     ann_id = 0
     for split, n, base in (('train', num_train, 1), ('val', num_val, 1_000_000)):
@@ -87,6 +85,23 @@ def make_coco_instances_like(root: str, num_train: int = 240, num_val: int = 48,
             json.dump({'info': {'description': 'flexitransfer toy instances'}, 'images': images,
                        'annotations': anns, 'categories': cats}, f)
     return root
+
+
+@register_toy('det', root='data/toy_coco_det', size=(96, 96), num_train=240, num_val=48)
+def make_coco_instances_like(root: str, num_train: int = 240, num_val: int = 48, size: Tuple[int, int] = (96, 96),
+                             seed: int = 0) -> str:
+    """COCO layout: ``root/{train2017,val2017}/*.jpg``, ``root/annotations/instances_{train,val}2017.json``;
+    class = colour (4 classes: "red", ...)."""
+    return _write_coco_instances(root, [(c, None) for c in SHAPE_COLORS], num_train, num_val, size, seed)
+
+
+@register_toy('det_shapes', root='data/toy_coco_det_shapes', size=(96, 96), num_train=480, num_val=96)
+def make_coco_shape_instances_like(root: str, num_train: int = 480, num_val: int = 96,
+                                   size: Tuple[int, int] = (96, 96), seed: int = 0) -> str:
+    """COCO layout as ``det``, class = colour + shape (12 classes: "red circle", ...), uniformly drawn: the
+    words of every class also name other classes (the open-vocabulary experiment holds one class out)."""
+    return _write_coco_instances(root, [(c, s) for c in SHAPE_COLORS for s in SHAPES], num_train, num_val, size,
+                                 seed)
 
 
 @register_toy('lvis', root='data/toy_lvis', size=(64, 64), num_train=48, num_val=24)

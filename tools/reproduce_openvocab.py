@@ -1,0 +1,213 @@
+"""Open vocabulary at toy scale: does a class held out of detection training get found from its name?
+
+OWL-ViT's protocol, small: the detector starts from the tiny LiT (image + text towers trained on
+toy captions that name every class), trains its boxes with one class held out (its boxes removed,
+its images kept, its name never a training query), and is evaluated on that class from its text
+query. Two experiments (one config each):
+
+* ``composite`` (configs/det/tiny_owl_openvocab.py): 12 colour+shape classes, 'yellow triangle'
+  held out; its words are seen in other classes ("yellow circle", "red triangle");
+* ``colour`` (configs/det/tiny_owl_openvocab_colour.py): 4 colour classes, 'yellow' held out: a
+  novel attribute, no seen class shares it.
+
+Each is trained three ways: ``lit`` (the result: LiT init, class held out), ``scratch`` (the
+control: same data, no LiT: is LiT what helps?) and ``lit_all`` (the upper bound: LiT init, the
+class's boxes kept). Every run is evaluated at several patch sizes on the held-out class, with
+all classes queried ("all", the standard protocol) and with its name alone ("alone"), against
+the chance level of the same boxes with permuted scores; the seen classes' mean AP is shown
+beside it. The LiT checkpoint is trained first if it is missing.
+
+    python tools/reproduce_openvocab.py [--experiments composite colour] [--seeds 0 1]
+                                        [--patch 12 16 24] [--out docs/openvocab/openvocab]
+
+Prints a Markdown table and writes OUT.md, OUT.csv and OUT.png (AP x 100; mean over seeds, min-max).
+"""
+import argparse
+import copy
+import csv
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import _bootstrap  # noqa: F401
+import numpy as np
+from mmengine.config import Config
+
+EXPERIMENTS = {'composite': 'configs/det/tiny_owl_openvocab.py', 'colour': 'configs/det/tiny_owl_openvocab_colour.py'}
+RUNS = ('lit', 'scratch', 'lit_all')
+LIT_CONFIG = 'configs/retrieval/tiny_lit_flexi.py'
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def sh(args, log):
+    """Run a tool of this repo (python TOOL ...), its output in ``log``; fail with the log's tail."""
+    with open(log, 'w') as f:
+        rc = subprocess.call([sys.executable] + args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if rc:
+        tail = open(log).read()[-3000:]
+        raise SystemExit(f'{" ".join(args)} failed (exit {rc}); end of {log}:\n{tail}')
+
+
+def ensure_data(cfg):
+    needs = {'data/toy_coco': 'captions', 'data/toy_coco_det': 'det', 'data/toy_coco_det_shapes': 'det_shapes'}
+    root = cfg.train_dataloader.dataset.data_root
+    for path in (root, 'data/toy_coco'):
+        if not osp.isdir(osp.join(ROOT, path)):
+            print(f'generating {path} (tools/make_toy_data.py {needs[path]})', flush=True)
+            sh(['tools/make_toy_data.py', needs[path]], osp.join(ROOT, 'work_dirs', f'make_{needs[path]}.log'))
+
+
+def ensure_lit(cfg):
+    ckpt = cfg.lit_checkpoint
+    if not osp.isfile(osp.join(ROOT, ckpt)):
+        print(f'{ckpt} missing: training the tiny LiT ({LIT_CONFIG}, a few minutes)', flush=True)
+        os.makedirs(osp.join(ROOT, 'work_dirs'), exist_ok=True)
+        sh(['tools/train.py', LIT_CONFIG], osp.join(ROOT, 'work_dirs', 'tiny_lit_flexi_train.log'))
+    return ckpt
+
+
+def run_cfg(cfg, run: str, seed: int) -> Config:
+    """The config of one run: ``lit`` as given, ``scratch`` without the LiT init, ``lit_all`` with the
+    held-out class's boxes kept."""
+    cfg = copy.deepcopy(cfg)
+    if run == 'scratch':
+        cfg.load_from = None
+    if run == 'lit_all':
+        cfg.train_dataloader.dataset.metainfo = dict(classes=tuple(cfg.val_dataloader.dataset.metainfo.classes))
+    cfg.randomness = dict(seed=seed)
+    return cfg
+
+
+def train(cfg, work_dir: str) -> str:
+    """Train (skipped when the final checkpoint exists) and return the final checkpoint."""
+    final = osp.join(work_dir, f'iter_{cfg.train_cfg.max_iters}.pth')
+    if osp.isfile(osp.join(ROOT, final)):
+        print(f'  {final} exists: not retrained', flush=True)
+        return final
+    os.makedirs(osp.join(ROOT, work_dir), exist_ok=True)
+    cfg_file = osp.join(work_dir, 'config.py')
+    cfg.dump(osp.join(ROOT, cfg_file))
+    sh(['tools/train.py', cfg_file, '--work-dir', work_dir], osp.join(ROOT, work_dir, 'train.log'))
+    return final
+
+
+def evaluate(cfg, ckpt: str, patches, seed: int):
+    """{patch: {'all', 'alone', 'chance', 'seen'}} AP x 100 of one trained detector."""
+    import torch
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner, load_checkpoint
+    from pycocotools.coco import COCO
+
+    from flexitransfer.engine import set_patch_size
+    from flexitransfer.evaluation.open_vocab import box_ap, detect_dataset, shuffle_scores
+    init_default_scope('mmdet')
+    from mmdet.registry import MODELS
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg.model)
+    load_checkpoint(model, osp.join(ROOT, ckpt), map_location='cpu', logger='silent')
+    dl_cfg = copy.deepcopy(cfg.test_dataloader)
+    dl_cfg.update(num_workers=0, persistent_workers=False)
+    dl_cfg.dataset.data_root = osp.join(ROOT, dl_cfg.dataset.data_root)
+    loader = Runner.build_dataloader(dl_cfg)
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(osp.join(ROOT, cfg.test_evaluator.ann_file))
+    name_to_cat = {c['name']: c['id'] for c in gt.loadCats(gt.getCatIds())}
+    classes = tuple(cfg.test_dataloader.dataset.metainfo.classes)
+    held = [name_to_cat[c] for c in cfg.held_out]
+    seen = [name_to_cat[c] for c in classes if c not in cfg.held_out]
+    out = {}
+    for p in patches:
+        set_patch_size(model, p)
+        every = detect_dataset(model, loader, classes, name_to_cat)
+        alone = detect_dataset(model, loader, tuple(cfg.held_out), name_to_cat)
+        out[p] = {'all': box_ap(gt, every, held)['AP'] * 100, 'alone': box_ap(gt, alone, held)['AP'] * 100,
+                  'chance': box_ap(gt, shuffle_scores(alone, seed), held)['AP'] * 100,
+                  'seen': box_ap(gt, every, seen)['AP'] * 100}
+    return out
+
+
+def fmt(vals):
+    vals = np.asarray(vals)
+    return f'{vals.mean():.1f}' if len(vals) == 1 else f'{vals.mean():.1f} ({vals.min():.1f}-{vals.max():.1f})'
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--experiments', nargs='+', default=list(EXPERIMENTS), choices=list(EXPERIMENTS))
+    ap.add_argument('--runs', nargs='+', default=list(RUNS), choices=list(RUNS))
+    ap.add_argument('--seeds', nargs='+', type=int, default=[0, 1])
+    ap.add_argument('--patch', nargs='+', type=int, default=[12, 16, 24])
+    ap.add_argument('--work-dir', default='work_dirs/openvocab')
+    ap.add_argument('--out', default='docs/openvocab/openvocab')
+    a = ap.parse_args()
+
+    results = {}  # (experiment, run) -> {patch: {metric: [per seed]}}
+    for exp in a.experiments:
+        cfg = Config.fromfile(osp.join(ROOT, EXPERIMENTS[exp]))
+        ensure_data(cfg)
+        ensure_lit(cfg)
+        for run in a.runs:
+            for seed in a.seeds:
+                wd = osp.join(a.work_dir, exp, f'{run}_seed{seed}')
+                print(f'[{exp}] {run} seed {seed}: training ({wd})', flush=True)
+                rcfg = run_cfg(cfg, run, seed)
+                ckpt = train(rcfg, wd)
+                res = evaluate(rcfg, ckpt, a.patch, seed)
+                for p, m in res.items():
+                    for k, v in m.items():
+                        results.setdefault((exp, run), {}).setdefault(p, {}).setdefault(k, []).append(v)
+                print('  ' + '  '.join(f'p{p}: held-out {m["all"]:.1f} (alone {m["alone"]:.1f}, chance '
+                                       f'{m["chance"]:.1f}), seen {m["seen"]:.1f}' for p, m in res.items()), flush=True)
+
+    held = {exp: ', '.join(Config.fromfile(osp.join(ROOT, EXPERIMENTS[exp])).held_out) for exp in a.experiments}
+    head = ('| experiment (held out) | run | patch | held-out AP, all queried | held-out AP, its query alone '
+            '| chance (same boxes, permuted scores) | seen classes mAP |')
+    lines = [head, '|' + '---|' * 7]
+    rows = []
+    for (exp, run), per_p in results.items():
+        for p, m in per_p.items():
+            lines.append(f'| {exp} ({held[exp]}) | {run} | {p} | {fmt(m["all"])} | {fmt(m["alone"])} | '
+                         f'{fmt(m["chance"])} | {fmt(m["seen"])} |')
+            rows.append([exp, held[exp], run, p] + [f'{np.mean(m[k]):.2f}' for k in ('all', 'alone', 'chance', 'seen')])
+    note = (f'COCO box AP x 100 on the validation set; mean over seeds {a.seeds} (min-max). lit: LiT init, class '
+            f'held out; scratch: no LiT, class held out; lit_all: LiT init, class trained (upper bound).')
+    table = '\n'.join(lines)
+    print('\n' + table + '\n\n' + note)
+    os.makedirs(osp.dirname(osp.join(ROOT, a.out)) or '.', exist_ok=True)
+    with open(osp.join(ROOT, a.out + '.md'), 'w') as f:
+        f.write(table + '\n\n' + note + '\n')
+    with open(osp.join(ROOT, a.out + '.csv'), 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['experiment', 'held_out', 'run', 'patch', 'ap_all', 'ap_alone', 'ap_chance', 'seen_map'])
+        w.writerows(rows)
+    plot(results, a.experiments, held, a.out)
+    print(f'wrote {a.out}.md, .csv, .png')
+
+
+def plot(results, experiments, held, out):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(experiments), figsize=(5.5 * len(experiments), 3.8), squeeze=False)
+    for ax, exp in zip(axes[0], experiments):
+        runs = [r for r in RUNS if (exp, r) in results]
+        patches = sorted(results[(exp, runs[0])])
+        x = np.arange(len(patches))
+        w = 0.8 / (len(runs) + 1)
+        for i, r in enumerate(runs):
+            ax.bar(x + i * w, [np.mean(results[(exp, r)][p]['all']) for p in patches], w, label=f'{r}: held-out AP')
+        ax.bar(x + len(runs) * w, [np.mean(results[(exp, runs[0])][p]['chance']) for p in patches], w,
+               color='0.7', label=f'{runs[0]}: chance')
+        ax.set_xticks(x + w * len(runs) / 2, [f'p={p}' for p in patches])
+        ax.set_ylabel('box AP x 100 (held-out class)')
+        ax.set_title(f'{exp}: "{held[exp]}" held out')
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(osp.join(ROOT, out + '.png'), dpi=120)
+
+
+if __name__ == '__main__':
+    main()
