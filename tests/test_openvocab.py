@@ -159,3 +159,20 @@ def test_detections_keep_their_query_category(shapes):
     assert key(alone) == key([d for d in fwd if d['category_id'] == held])
     with pytest.raises(KeyError, match='not categories'):
         detect_dataset(model, loader, ('purple hexagon',), name_to_cat)
+
+
+def test_box_recall_counts_any_box_of_the_image(shapes):
+    from flexitransfer.evaluation.open_vocab import box_recall
+    ann = osp.join(shapes, 'annotations', 'instances_val2017.json')
+    d = json.load(open(ann))
+    gt = _coco(ann)
+    target = d['categories'][-1]['id']
+    mine = [a for a in d['annotations'] if a['category_id'] == target]
+    assert len(mine) >= 2
+    x, y, w, h = mine[0]['bbox']
+    dets = [dict(image_id=mine[0]['image_id'], category_id=1, score=0.1, bbox=[x + w / 10, y, w, h]),  # IoU 0.82
+            dict(image_id=mine[1]['image_id'], category_id=target, score=0.9,
+                 bbox=[mine[1]['bbox'][0] + mine[1]['bbox'][2] / 2, mine[1]['bbox'][1], *mine[1]['bbox'][2:]])]  # 1/3
+    assert box_recall(gt, dets, [target]) == pytest.approx(1 / len(mine))
+    assert box_recall(gt, dets, [target], iou=0.3) == pytest.approx(2 / len(mine))
+    assert box_recall(gt, [], [target]) == 0.0

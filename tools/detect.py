@@ -1,7 +1,7 @@
 """Open-vocabulary detection demo: text queries in, an image with boxes, labels and scores out (PNG).
 
     python tools/detect.py IMAGE --queries "red" "blue" --patch 16 [--checkpoint CKPT]
-                           [--config configs/det/tiny_owl_det.py] [--score-thr 0.3] [--out out.png]
+                           [--config configs/det/tiny_owl_det.py] [--score-thr 0.3] [--upscale K] [--out out.png]
 
 The model comes from the config (its test pipeline resizes / pads the image); the queries
 replace its default queries; ``--patch`` sets the patch size (any p dividing the padded image).
@@ -33,6 +33,7 @@ def parse_args():
     p.add_argument('--checkpoint', help='trained / converted weights (default: random init, for a smoke test)')
     p.add_argument('--score-thr', type=float, default=0.3)
     p.add_argument('--max-boxes', type=int, default=20)
+    p.add_argument('--upscale', type=int, default=1, help='draw on the image enlarged K times (nearest), for tiny images')
     p.add_argument('--out', help='output PNG (default: <image>_det.png)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     return p.parse_args()
@@ -67,8 +68,11 @@ def detect(model, cfg, image, queries, patch=None):
         return model.test_step(pseudo_collate([data]))[0]
 
 
-def draw(image, sample, queries, score_thr, max_boxes):
+def draw(image, sample, queries, score_thr, max_boxes, upscale=1):
     img = Image.open(image).convert('RGB')
+    if upscale < 1:
+        raise SystemExit(f'--upscale must be a positive integer, got {upscale}')
+    img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
     d = ImageDraw.Draw(img)
     p = sample.pred_instances
     keep = (p.scores >= score_thr).nonzero().flatten()[:max_boxes].tolist()
@@ -77,8 +81,8 @@ def draw(image, sample, queries, score_thr, max_boxes):
         x0, y0, x1, y1 = p.bboxes[i].tolist()
         q = int(p.labels[i])
         c = PALETTE[q % len(PALETTE)]
-        d.rectangle([x0, y0, x1, y1], outline=c, width=max(1, round(min(img.size) / 100)))
-        d.text((x0 + 2, y0 + 1), f'{queries[q]} {float(p.scores[i]):.2f}', fill=c)
+        d.rectangle([v * upscale for v in (x0, y0, x1, y1)], outline=c, width=max(1, round(min(img.size) / 100)))
+        d.text((x0 * upscale + 2, y0 * upscale + 1), f'{queries[q]} {float(p.scores[i]):.2f}', fill=c)
         lines.append(f'  {queries[q]:<20s} {float(p.scores[i]):.3f} [{x0:.1f}, {y0:.1f}, {x1:.1f}, {y1:.1f}]')
     return img, lines
 
@@ -90,7 +94,7 @@ def main():
     cfg = Config.fromfile(a.config)
     model = build_model(cfg, a.checkpoint, a.queries, a.device)
     sample = detect(model, cfg, a.image, a.queries, a.patch)
-    img, lines = draw(a.image, sample, a.queries, a.score_thr, a.max_boxes)
+    img, lines = draw(a.image, sample, a.queries, a.score_thr, a.max_boxes, a.upscale)
     out = a.out or osp.splitext(a.image)[0] + '_det.png'
     img.save(out)
     grid = model.backbone.last_grid

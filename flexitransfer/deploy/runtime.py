@@ -33,9 +33,12 @@ from .onnx import read_meta, unflatten
 PROVIDERS = ('CPUExecutionProvider',)
 
 
-def make_session(path: str, threads: Optional[int] = None, providers=None):
+def make_session(path: str, threads: Optional[int] = None, providers=None, spin: bool = False):
     """An ONNX Runtime session with all graph optimisations, ``threads`` intra-op threads
-    (default: as many as torch uses, so speed comparisons are like for like)."""
+    (default: as many as torch uses, so speed comparisons are like for like). ``spin=False``
+    (default): the intra-op threads sleep when a call ends instead of busy-waiting for the next
+    one; spinning threads take the CPU from whatever runs between calls (torch in an
+    interleaved benchmark: 3-4x slower torch rows were measured; the data pipeline in a test loop)."""
     import onnxruntime as ort
     if not os.path.isfile(path):
         raise FileNotFoundError(f'ONNX file not found: {path!r}; write one with tools/resize_deploy.py --onnx')
@@ -44,6 +47,7 @@ def make_session(path: str, threads: Optional[int] = None, providers=None):
     so.intra_op_num_threads = int(threads or torch.get_num_threads())
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    so.add_session_config_entry('session.intra_op.allow_spinning', '1' if spin else '0')
     return ort.InferenceSession(path, so, providers=list(providers or PROVIDERS))
 
 

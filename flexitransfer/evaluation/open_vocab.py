@@ -69,3 +69,22 @@ def box_ap(coco_gt, dets: Sequence[dict], cat_ids: Sequence[int]) -> Dict[str, f
         ev.accumulate()
         ev.summarize()
     return dict(AP=float(ev.stats[0]), AP50=float(ev.stats[1]), AP75=float(ev.stats[2]))
+
+
+def box_recall(coco_gt, dets: Sequence[dict], cat_ids: Sequence[int], iou: float = 0.5) -> float:
+    """Fraction of the ground-truth boxes of ``cat_ids`` that some detection of the same image
+    overlaps by ``iou`` or more, whatever its category and score: whether the boxes exist at all,
+    apart from whether the query ranks them."""
+    from pycocotools import mask as mask_utils
+    anns = coco_gt.loadAnns(coco_gt.getAnnIds(catIds=list(cat_ids), iscrowd=False))
+    if not anns:
+        raise ValueError(f'box_recall: the ground truth has no box of categories {list(cat_ids)}')
+    by_img: Dict[int, list] = {}
+    for d in dets:
+        by_img.setdefault(d['image_id'], []).append(d['bbox'])
+    hit = 0
+    for a in anns:
+        boxes = by_img.get(a['image_id'])
+        if boxes:
+            hit += bool((mask_utils.iou(np.asarray(boxes, float), np.asarray([a['bbox']], float), [0]) >= iou).any())
+    return hit / len(anns)

@@ -5,8 +5,9 @@ annotated with its exact box. ``det`` (COCO): the class is the colour (4 classes
 colour, so text queries are "red", ...). ``det_shapes`` (COCO): colour + shape (12 classes, "red
 circle", ..., uniformly drawn). ``lvis``: colour + shape too, drawn with skewed frequencies;
 each image lists ``neg_category_ids`` (verified absent) and sometimes
-``not_exhaustive_category_ids``; categories carry LVIS's fields (``frequency`` r/c/f by training-image count rank: the rarest third is 'r', the
-commonest 'f', since LVIS's absolute 10 / 100 image thresholds need a large dataset).
+``not_exhaustive_category_ids``; categories carry LVIS's fields (``frequency`` r/c/f by
+training-image count rank: the rarest third is 'r', the commonest 'f', since LVIS's absolute
+10 / 100 image thresholds need a large dataset).
 """
 from __future__ import annotations
 
@@ -95,8 +96,8 @@ def make_coco_instances_like(root: str, num_train: int = 240, num_val: int = 48,
     return _write_coco_instances(root, [(c, None) for c in SHAPE_COLORS], num_train, num_val, size, seed)
 
 
-@register_toy('det_shapes', root='data/toy_coco_det_shapes', size=(96, 96), num_train=480, num_val=96)
-def make_coco_shape_instances_like(root: str, num_train: int = 480, num_val: int = 96,
+@register_toy('det_shapes', root='data/toy_coco_det_shapes', size=(96, 96), num_train=480, num_val=288)
+def make_coco_shape_instances_like(root: str, num_train: int = 480, num_val: int = 288,
                                    size: Tuple[int, int] = (96, 96), seed: int = 0) -> str:
     """COCO layout as ``det``, class = colour + shape (12 classes: "red circle", ...), uniformly drawn: the
     words of every class also name other classes (the open-vocabulary experiment holds one class out)."""
