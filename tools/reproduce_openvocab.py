@@ -61,6 +61,7 @@ def ensure_data(cfg):
     for path in (root, 'data/toy_coco'):
         if not osp.isdir(osp.join(ROOT, path)):
             print(f'generating {path} (tools/make_toy_data.py {needs[path]})', flush=True)
+            os.makedirs(osp.join(ROOT, 'work_dirs'), exist_ok=True)
             sh(['tools/make_toy_data.py', needs[path]], osp.join(ROOT, 'work_dirs', f'make_{needs[path]}.log'))
 
 
