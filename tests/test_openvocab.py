@@ -176,3 +176,13 @@ def test_box_recall_counts_any_box_of_the_image(shapes):
     assert box_recall(gt, dets, [target]) == pytest.approx(1 / len(mine))
     assert box_recall(gt, dets, [target], iou=0.3) == pytest.approx(2 / len(mine))
     assert box_recall(gt, [], [target]) == 0.0
+
+
+def test_ensure_toy_generates_once(tmp_path):
+    from flexitransfer.datasets.toy import TOY_DATASETS, ensure_toy
+    root = ensure_toy('lvis', base=str(tmp_path))
+    assert root == osp.join(str(tmp_path), TOY_DATASETS['lvis'].root)
+    ann = osp.join(root, 'annotations', 'lvis_v1_val.json')
+    assert len(json.load(open(ann))['images']) == TOY_DATASETS['lvis'].num_val
+    stamp = osp.getmtime(ann)
+    assert ensure_toy('lvis', base=str(tmp_path)) == root and osp.getmtime(ann) == stamp  # not regenerated

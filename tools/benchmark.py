@@ -272,9 +272,8 @@ def main():
     if a.preset == 'tiny':
         for name, config, ckpt, kind in TINY:
             if not osp.exists(ckpt):
-                from flexitransfer.datasets.toy import TOY_DATASETS
-                if not osp.isdir(TOY_DATASETS[kind].root):
-                    subprocess.run([sys.executable, 'tools/make_toy_data.py', kind], check=True)
+                from flexitransfer.datasets.toy import ensure_toy
+                ensure_toy(kind)
                 subprocess.run([sys.executable, 'tools/train.py', config], check=True)
             models.append((name, config, ckpt))
     if not models:

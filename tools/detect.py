@@ -70,8 +70,6 @@ def detect(model, cfg, image, queries, patch=None):
 
 def draw(image, sample, queries, score_thr, max_boxes, upscale=1):
     img = Image.open(image).convert('RGB')
-    if upscale < 1:
-        raise SystemExit(f'--upscale must be a positive integer, got {upscale}')
     img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
     d = ImageDraw.Draw(img)
     p = sample.pred_instances
@@ -91,6 +89,8 @@ def main():
     a = parse_args()
     if not osp.isfile(a.image):
         raise SystemExit(f'image not found: {a.image}')
+    if a.upscale < 1:
+        raise SystemExit(f'--upscale must be a positive integer, got {a.upscale}')
     cfg = Config.fromfile(a.config)
     model = build_model(cfg, a.checkpoint, a.queries, a.device)
     sample = detect(model, cfg, a.image, a.queries, a.patch)

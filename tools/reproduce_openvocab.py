@@ -56,13 +56,11 @@ def sh(args, log):
 
 
 def ensure_data(cfg):
-    needs = {'data/toy_coco': 'captions', 'data/toy_coco_det': 'det', 'data/toy_coco_det_shapes': 'det_shapes'}
-    root = cfg.train_dataloader.dataset.data_root
-    for path in (root, 'data/toy_coco'):
-        if not osp.isdir(osp.join(ROOT, path)):
-            print(f'generating {path} (tools/make_toy_data.py {needs[path]})', flush=True)
-            os.makedirs(osp.join(ROOT, 'work_dirs'), exist_ok=True)
-            sh(['tools/make_toy_data.py', needs[path]], osp.join(ROOT, 'work_dirs', f'make_{needs[path]}.log'))
+    """The toy data of the detector and of the LiT, generated where missing (kinds found by root)."""
+    from flexitransfer.datasets.toy import TOY_DATASETS, ensure_toy
+    kind_of = {t.root: k for k, t in TOY_DATASETS.items()}
+    for root in (cfg.train_dataloader.dataset.data_root, Config.fromfile(osp.join(ROOT, LIT_CONFIG)).data_root):
+        ensure_toy(kind_of[root], base=ROOT)
 
 
 def ensure_lit(cfg):

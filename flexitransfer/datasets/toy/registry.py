@@ -5,6 +5,7 @@ on-disk format. Registering it (one decorator in its own file) is all a new form
 """
 from __future__ import annotations
 
+import os.path as osp
 from dataclasses import dataclass
 from typing import Callable, Dict, Tuple
 
@@ -32,3 +33,14 @@ def register_toy(kind: str, root: str, size: Tuple[int, int], num_train: int, nu
         TOY_DATASETS[kind] = ToyFormat(kind, fn, root, tuple(size), num_train, num_val, per_class)
         return fn
     return deco
+
+
+def ensure_toy(kind: str, base: str = '.') -> str:
+    """The folder of ``kind`` (its registered root under ``base``), generated with its registered
+    defaults (as ``tools/make_toy_data.py KIND``) when it does not exist yet."""
+    t = TOY_DATASETS[kind]
+    root = osp.join(base, t.root)
+    if not osp.isdir(root):
+        print(f'generating {t.root} (tools/make_toy_data.py {kind})', flush=True)
+        t.fn(root, num_train=t.num_train, num_val=t.num_val, size=t.size)
+    return root
