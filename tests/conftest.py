@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+from mmengine.config import Config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -47,3 +48,75 @@ def run_tool(*args):
     res = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-4000:])
     return res.stdout + res.stderr
+
+
+# ----------------------------------------------------------------------------- trained tiny models, once per session
+# (shared by the task tests and the API / inferencer tests)
+@pytest.fixture(scope='session')
+def trained_seg(tmp_path_factory, seg_toy_data):
+    """The tiny Segmenter trained once (300 iterations, random p); returns (checkpoint, work dir)."""
+    work = str(tmp_path_factory.mktemp('tiny_seg'))
+    run_tool('tools/train.py', 'configs/seg/tiny_seg_flexi.py', '--work-dir', work, '--cfg-options',
+             *data_opts(seg_toy_data, 2))
+    ckpt = osp.join(work, 'iter_300.pth')
+    assert osp.isfile(ckpt)
+    return ckpt, work
+
+
+PAN_TINY = 'configs/panoptic/tiny_panoptic_flexi.py'
+
+
+@pytest.fixture(scope='session')
+def pan_toy(tmp_path_factory):
+    from flexitransfer.datasets.toy.coco_panoptic import make_coco_panoptic_like
+    return make_coco_panoptic_like(str(tmp_path_factory.mktemp('toy_coco_panoptic')), num_train=96, num_val=24)
+
+
+def pan_opts(root, workers=0):
+    """--cfg-options pointing the tiny panoptic config's data and evaluator at generated data."""
+    root = root.rstrip('/') + '/'
+    ann, seg = root + 'annotations/panoptic_val2017.json', root + 'annotations/panoptic_val2017/'
+    return [f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
+            f'test_dataloader.dataset.data_root={root}', f'train_dataloader.num_workers={workers}',
+            f'val_dataloader.num_workers={workers}', f'test_dataloader.num_workers={workers}',
+            'train_dataloader.persistent_workers=False', 'val_dataloader.persistent_workers=False',
+            'test_dataloader.persistent_workers=False', f'val_evaluator.ann_file={ann}',
+            f'val_evaluator.seg_prefix={seg}', f'test_evaluator.ann_file={ann}', f'test_evaluator.seg_prefix={seg}']
+
+
+@pytest.fixture(scope='session')
+def tiny_pan_ckpt(tmp_path_factory, pan_toy):
+    """The tiny config trained once (200 iterations, random p in {8, 12, 16, 24}); reused below."""
+    work = str(tmp_path_factory.mktemp('tiny_panoptic'))
+    run_tool('tools/train.py', PAN_TINY, '--work-dir', work, '--cfg-options', *pan_opts(pan_toy),
+             'train_cfg.val_interval=100000')
+    ckpt = osp.join(work, f'iter_{Config.fromfile(osp.join(ROOT, PAN_TINY)).max_iters}.pth')
+    assert osp.isfile(ckpt)
+    return ckpt
+
+
+def det_opts(root, ann_val=None):
+    """--cfg-options pointing the tiny detection config at generated data."""
+    o = [f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
+         f'test_dataloader.dataset.data_root={root}', 'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0',
+         'train_dataloader.persistent_workers=False', 'val_dataloader.persistent_workers=False']
+    if ann_val:
+        o += [f'val_evaluator.ann_file={ann_val}', f'test_evaluator.ann_file={ann_val}']
+    return o
+
+
+@pytest.fixture(scope='session')
+def det_data(tmp_path_factory):
+    from flexitransfer.datasets.toy.coco_instances import make_coco_instances_like
+    return make_coco_instances_like(str(tmp_path_factory.mktemp('toy_det')), num_train=240, num_val=48)
+
+
+@pytest.fixture(scope='session')
+def trained_det(det_data, tmp_path_factory):
+    work = tmp_path_factory.mktemp('owl_work')
+    run_tool('tools/train.py', 'configs/det/tiny_owl_det.py', '--work-dir', str(work), '--cfg-options',
+             *det_opts(det_data, osp.join(det_data, 'annotations', 'instances_val2017.json')),
+             'default_hooks.checkpoint.interval=100000')  # only the final checkpoint
+    ckpt = osp.join(work, 'iter_300.pth')
+    assert osp.isfile(ckpt)
+    return ckpt, work

@@ -23,7 +23,7 @@ def _timm_at_patch(m: FlexiViT, p: int, img: int = 240) -> VisionTransformer:
     sd['patch_embed.proj.weight'] = resample_patch_embed(own['patch_embed.weight'], [p, p],
                                                          interpolation='bilinear', antialias=False)
     sd['patch_embed.proj.bias'] = own['patch_embed.bias']
-    sd['pos_embed'] = resample_abs_pos_embed(own['pos_embed'], (g, g), (7, 7), num_prefix_tokens=0,
+    sd['pos_embed'] = resample_abs_pos_embed(own['pos_embed'], (g, g), m.base_pos_grid, num_prefix_tokens=0,
                                              interpolation='bilinear')
     t.load_state_dict(sd)
     return t

@@ -12,27 +12,13 @@ import torch
 from mmdet.registry import DATASETS, MODELS, TRANSFORMS
 
 import flexitransfer  # noqa: F401
-from flexitransfer.datasets.toy.coco_instances import make_coco_instances_like, make_lvis_like
+from flexitransfer.datasets.toy.coco_instances import make_lvis_like
 from flexitransfer.evaluation import lvis_box_ap
 
-from conftest import ROOT, run_tool
+from conftest import ROOT, det_opts as _opts, run_tool
 
 TINY = osp.join(ROOT, 'configs', 'det', 'tiny_owl_det.py')
 PATCHES = (12, 16, 24)
-
-
-def _opts(root, ann_val=None):
-    o = [f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
-         f'test_dataloader.dataset.data_root={root}', 'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0',
-         'train_dataloader.persistent_workers=False', 'val_dataloader.persistent_workers=False']
-    if ann_val:
-        o += [f'val_evaluator.ann_file={ann_val}', f'test_evaluator.ann_file={ann_val}']
-    return o
-
-
-@pytest.fixture(scope='session')
-def det_data(tmp_path_factory):
-    return make_coco_instances_like(str(tmp_path_factory.mktemp('toy_det')), num_train=240, num_val=48)
 
 
 @pytest.fixture(scope='session')
@@ -130,17 +116,6 @@ def test_lvis_ap_matches_official_lvis_api(lvis_data, monkeypatch):
 
 
 # ------------------------------------------------------------------------- tiny detector (once)
-@pytest.fixture(scope='session')
-def trained_det(det_data, tmp_path_factory):
-    work = tmp_path_factory.mktemp('owl_work')
-    run_tool('tools/train.py', TINY, '--work-dir', str(work), '--cfg-options',
-             *_opts(det_data, osp.join(det_data, 'annotations', 'instances_val2017.json')),
-             'default_hooks.checkpoint.interval=100000')  # only the final checkpoint
-    ckpt = osp.join(work, 'iter_300.pth')
-    assert osp.isfile(ckpt)
-    return ckpt, work
-
-
 def _trivial_baseline_ap(root):
     """AP of a detector that knows the classes and the mean box size but not where objects are:
     every class at the 16 cells of a 4x4 grid, score = class frequency."""

@@ -18,7 +18,7 @@ import flexitransfer.deploy.dtypes as dtypes
 from conftest import ROOT, randomize
 from flexitransfer.deploy import (bake_model, check_autocast, check_onnx, export_onnx, install_onnx, max_abs_diff,
                                   quantize_int8, read_meta)
-from flexitransfer.deploy.onnx import export_module, flatten, unflatten
+from flexitransfer.deploy.export import export_module, flatten, unflatten
 from flexitransfer.engine import set_patch_size
 
 TINY = {'seg': ('configs/seg/tiny_seg_flexi.py', 120), 'cls': ('configs/cls/tiny_cls_flexi.py', 60),

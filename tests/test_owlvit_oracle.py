@@ -65,6 +65,11 @@ def test_converted_owlvit_matches_transformers(oracle):
     hf, ours, kw, extras = oracle
     assert kw['backbone']['act'] == 'quick_gelu' and kw['text_tower']['quick_gelu']
     assert set(extras) == {'owlvit.visual_projection.weight', 'owlvit.logit_scale'}
+    check_matches_transformers(hf, ours)
+
+
+def check_matches_transformers(hf, ours):
+    """Logits (padded queries too), boxes and text features of a converted detector == transformers'."""
     texts = [('a red circle', 'a photo of a dog'), ('a blue square', 'cat', 'a yellow triangle')]
     tokens = ours.text_tower.tokenize([t for q in texts for t in q])  # open_clip BPE == CLIP tokenizer ids
     ids = torch.zeros(2, 3, tokens.shape[1], dtype=torch.long)  # image 0: its third query is padding (ids 0)

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
-from conftest import ROOT, randomize, run_tool
+from conftest import ROOT, pan_opts, randomize, run_tool
 
 TINY = 'configs/panoptic/tiny_panoptic_flexi.py'
 REAL = 'configs/panoptic/coco_panoptic_mask2former_flexi_b.py'
@@ -26,24 +26,6 @@ PAPER_PATCHES = (8, 10, 12, 15, 16, 20, 24, 30, 40, 48)
 
 
 # ----------------------------------------------------------------------------- data / config helpers
-@pytest.fixture(scope='session')
-def pan_toy(tmp_path_factory):
-    from flexitransfer.datasets.toy.coco_panoptic import make_coco_panoptic_like
-    return make_coco_panoptic_like(str(tmp_path_factory.mktemp('toy_coco_panoptic')), num_train=96, num_val=24)
-
-
-def pan_opts(root, workers=0):
-    """--cfg-options pointing the tiny panoptic config's data and evaluator at generated data."""
-    root = root.rstrip('/') + '/'
-    ann, seg = root + 'annotations/panoptic_val2017.json', root + 'annotations/panoptic_val2017/'
-    return [f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
-            f'test_dataloader.dataset.data_root={root}', f'train_dataloader.num_workers={workers}',
-            f'val_dataloader.num_workers={workers}', f'test_dataloader.num_workers={workers}',
-            'train_dataloader.persistent_workers=False', 'val_dataloader.persistent_workers=False',
-            'test_dataloader.persistent_workers=False', f'val_evaluator.ann_file={ann}',
-            f'val_evaluator.seg_prefix={seg}', f'test_evaluator.ann_file={ann}', f'test_evaluator.seg_prefix={seg}']
-
-
 def _cfg(path, root=None):
     cfg = Config.fromfile(osp.join(ROOT, path))
     if root is not None:
@@ -382,26 +364,12 @@ def test_neck_resolves_from_mmdet_and_mmseg_configs():
 
 # ----------------------------------------------------------------------------- Mask2Former on FlexiViT
 def _batch(model, size=96, n=2, seed=0):
-    """Two synthetic images with two things and two stuff regions each, through the model's preprocessor."""
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import BitmapMasks
-    from mmengine.structures import InstanceData, PixelData
-    g = torch.Generator().manual_seed(seed)
-    inputs, samples = [], []
-    for _ in range(n):
-        inputs.append(torch.randint(0, 255, (3, size, size), generator=g, dtype=torch.uint8))
-        masks = np.zeros((2, size, size), np.uint8)
-        masks[0, 5:30, 10:45] = 1
-        masks[1, 50:85, 45:90] = 1
-        seg = np.full((size, size), 255, np.int64)
-        seg[:size // 2], seg[size // 2 + 2:] = 4, 6
-        seg[masks[0] > 0], seg[masks[1] > 0] = 0, 2
-        s = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size), scale_factor=(1., 1.)))
-        s.gt_instances = InstanceData(labels=torch.tensor([0, 2]), masks=BitmapMasks(masks, size, size),
-                                      bboxes=torch.tensor([[10., 5., 45., 30.], [45., 50., 90., 85.]]))
-        s.gt_sem_seg = PixelData(sem_seg=torch.from_numpy(seg)[None])
-        samples.append(s)
-    return model.data_preprocessor(dict(inputs=inputs, data_samples=samples), training=True)
+    """Two synthetic images with two things and two stuff regions each (flexitransfer.datasets.synthetic,
+    shared with tools/benchmark_train.py), through the model's preprocessor."""
+    from flexitransfer.datasets.synthetic import panoptic_batch
+    head = model.panoptic_head
+    batch = panoptic_batch(size, n, head.num_things_classes, head.num_stuff_classes, seed)
+    return model.data_preprocessor(batch, training=True)
 
 
 def test_mask2former_forward_and_loss_at_patch_12_and_48():
@@ -432,17 +400,6 @@ def test_mask2former_forward_and_loss_at_patch_12_and_48():
 
 
 # ----------------------------------------------------------------------------- tiny config end to end
-@pytest.fixture(scope='session')
-def tiny_pan_ckpt(tmp_path_factory, pan_toy):
-    """The tiny config trained once (200 iterations, random p in {8, 12, 16, 24}); reused below."""
-    work = str(tmp_path_factory.mktemp('tiny_panoptic'))
-    run_tool('tools/train.py', TINY, '--work-dir', work, '--cfg-options', *pan_opts(pan_toy),
-             'train_cfg.val_interval=100000')
-    ckpt = osp.join(work, f'iter_{_cfg(TINY).max_iters}.pth')
-    assert osp.isfile(ckpt)
-    return ckpt
-
-
 def _trivial_baseline(cfg, pan_toy):
     """The most frequent stuff class (by training pixels) everywhere, no things."""
     js = json.load(open(osp.join(pan_toy, 'annotations', 'panoptic_train2017.json')))

@@ -11,16 +11,15 @@ from conftest import ROOT, data_opts, run_tool
 TINY = 'configs/seg/tiny_seg_flexi.py'
 
 
-def test_tiny_config_learns_at_three_patch_sizes(tmp_path, seg_toy_data):
+def test_tiny_config_learns_at_three_patch_sizes(tmp_path, seg_toy_data, trained_seg):
     """Chance level: predicting 'ground' everywhere gives IoU ~0.8 for ground and 0 for the four
     shape classes, i.e. mIoU ~16; a colour-blind model cannot separate the shapes. We require
     mIoU > 60 at p=8, 12 and 24 (measured ~92 / 86 / 71): the model learned the classes and
     works at patch sizes it was not evaluated at during training."""
-    work = str(tmp_path / 'w')
-    run_tool('tools/train.py', TINY, '--work-dir', work, '--cfg-options', *data_opts(seg_toy_data, 2))
+    ckpt, _ = trained_seg
     out = str(tmp_path / 'm.json')
-    log = run_tool('tools/test.py', TINY, osp.join(work, 'iter_300.pth'), '--patch', '8', '12', '24',
-               '--work-dir', work, '--out-json', out, '--cfg-options', *data_opts(seg_toy_data, 2))
+    log = run_tool('tools/test.py', TINY, ckpt, '--patch', '8', '12', '24',
+                   '--work-dir', str(tmp_path), '--out-json', out, '--cfg-options', *data_opts(seg_toy_data, 2))
     assert '| patch | tokens | aAcc | mIoU | mAcc |' in log
     table = json.load(open(out))['table']
     assert [r['patch'] for r in table] == ['8', '12', '24']

@@ -90,19 +90,6 @@ def parse_args(argv=None):
 
 
 # ----------------------------------------------------------------------------- model and images
-def build_model(cfg, checkpoint, device):
-    from mmengine.registry import MODELS, init_default_scope
-    from mmengine.runner import load_checkpoint
-
-    from flexitransfer.deploy import walk_backbone_cfgs
-    init_default_scope(cfg.get('default_scope', 'mmengine'))
-    for _, bb in walk_backbone_cfgs(cfg.model):
-        bb['pretrained'] = None
-    model = MODELS.build(cfg.model)
-    load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
-    return model.to(device).eval()
-
-
 def expand_images(patterns):
     files = []
     for pat in patterns:
@@ -404,14 +391,13 @@ def out_correspondence(res, a, out, images, shown):
 
 def main(argv=None):
     a = parse_args(argv)
-    from mmengine.config import Config
-
+    from flexitransfer.apis import init_model, load_config
     from flexitransfer.deploy import infer_img_size
     for f in (a.config, a.checkpoint):
         if not osp.isfile(f):
             sys.exit(f'not found: {f}')
-    cfg = Config.fromfile(a.config)
-    model = build_model(cfg, a.checkpoint, a.device)
+    cfg = load_config(a.config)
+    model = init_model(cfg, a.checkpoint, a.device)  # strict: a missing tensor is an error naming it
     mods = flexi_modules(model)
     if not mods:
         sys.exit(f'{a.config}: the model ({type(model).__name__}) holds no FlexiViT whose patch size can be set')

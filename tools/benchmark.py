@@ -6,7 +6,7 @@
     python tools/benchmark.py --preset tiny      # the README's tables (trains missing tiny checkpoints)
 
 For every model, runtime and patch size: the task metric (the config's test set, multi-patch
-loop; for ONNX runtimes the exported graph inside the task model, flexitransfer.deploy.runtime),
+loop; for ONNX runtimes the exported graph inside the task model, flexitransfer.deploy.predictors),
 GFLOPs (torch's FlopCounterMode, one image), parameters, latency (batch 1) and throughput
 (--throughput-batch images) on the current device (warm-up, then the median of --runs), and
 peak memory (CUDA: max allocated; CPU: growth of the process's peak RSS, measured in a fresh
@@ -25,11 +25,9 @@ import json
 import os
 import os.path as osp
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import _bootstrap  # noqa: F401
 
@@ -55,7 +53,6 @@ def main_metric(row: dict) -> str:
 def resolve_runtimes(requested, device):
     """The runtimes to measure on ``device``: as asked (checked), or torch fp32 plus the autocast
     dtypes the device runs natively (CUDA: bf16 / fp16; a CPU only where it has bf16 / fp16 units)."""
-    import torch
 
     from flexitransfer.deploy import autocast_dtypes, check_autocast
     if not requested:
@@ -74,7 +71,7 @@ def make_forward(runtime, model, patch, img, tmp, dev, exporter='dynamo'):
     import torch
 
     from flexitransfer.deploy import AUTOCAST_DTYPES, OnnxFunction, bake_model, export_onnx, quantize_int8
-    from flexitransfer.deploy.runtime import has_predictor
+    from flexitransfer.deploy import has_predictor
     if runtime == 'torch':
         return (lambda x: model(x, mode='tensor')), None
     if runtime.startswith('torch-'):
@@ -111,29 +108,21 @@ def measure_one(name, config, checkpoint, patches, runs, tp_batch, data_root=Non
     Per patch, the runtimes are timed interleaved (round-robin, alternating order), so their
     ratios hold even when the machine is busy."""
     import torch
-    from mmengine.config import Config
-    from mmengine.runner import Runner
 
-    from flexitransfer.deploy import AUTOCAST_DTYPES, evaluate, infer_img_size, walk_backbone_cfgs
+    from flexitransfer.apis import build_test_runner, load_config, prepare_test_cfg
+    from flexitransfer.deploy import AUTOCAST_DTYPES, evaluate, infer_img_size
     from flexitransfer.deploy.speed import count_flops, interleaved_ms
-    from flexitransfer.engine import set_patch_size
+    from flexitransfer.engine import flexi_modules, set_patch_size
 
-    cfg = Config.fromfile(config)
-    cfg.work_dir = tempfile.mkdtemp(prefix='bench_')
-    cfg.load_from, cfg.resume = checkpoint, False
-    for _, bb in walk_backbone_cfgs(cfg.model):
-        bb['pretrained'] = None
-    cfg.test_cfg = dict(type='MultiPatchTestLoop', patch_sizes=list(patches) if patches else
-                        (cfg.get('test_cfg') or {}).get('patch_sizes'))
-    cfg.log_level = 'WARNING'
-    if data_root:
-        cfg.test_dataloader.dataset.data_root = data_root
+    cfg = load_config(config)
+    cfg = prepare_test_cfg(cfg, patch_sizes=list(patches) if patches else None,
+                           work_dir=tempfile.mkdtemp(prefix='bench_'), data_root=data_root, log_level='WARNING')
     img = infer_img_size(cfg)
     if img is None:
         raise SystemExit(f'{config}: cannot tell its input size (set img_size in the config)')
-    runner = Runner.from_cfg(cfg)
-    runner.load_or_resume()
+    runner = build_test_runner(cfg, checkpoint, prepared=True)  # strict: a missing tensor is an error naming it
     model = runner.model.eval()
+    chans = flexi_modules(model)[0].in_channels  # the config's channel count (1 for the digits models)
     dev = next(model.parameters()).device
     runtimes = resolve_runtimes(runtimes, dev)
     cuda = dev.type == 'cuda'
@@ -146,8 +135,8 @@ def measure_one(name, config, checkpoint, patches, runs, tp_batch, data_root=Non
     with torch.no_grad():
         for p in patch_list:
             set_patch_size(model, p)
-            x1 = torch.randn(1, 3, *img, device=dev)
-            xb = torch.randn(tp_batch, 3, *img, device=dev)
+            x1 = torch.randn(1, chans, *img, device=dev)
+            xb = torch.randn(tp_batch, chans, *img, device=dev)
             fwd, mem = {}, {}
             for rt in runtimes:
                 fwd[rt], onnx_paths[(rt, p)] = make_forward(rt, model, p, img, tmp, dev, exporter)

@@ -11,14 +11,7 @@ import os.path as osp
 
 import _bootstrap  # noqa: F401
 import torch
-from mmengine.config import Config
-from mmengine.dataset import Compose, pseudo_collate
-from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
 from PIL import Image, ImageDraw
-
-from flexitransfer.deploy import walk_backbone_cfgs
-from flexitransfer.engine import set_patch_size
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
            (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40)]
@@ -37,35 +30,6 @@ def parse_args():
     p.add_argument('--out', help='output PNG (default: <image>_det.png)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     return p.parse_args()
-
-
-def build_model(cfg, checkpoint, queries, device):
-    from mmdet.registry import MODELS
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    for _, bb in walk_backbone_cfgs(cfg.model):
-        bb['pretrained'] = None
-    if 'text_tower' in cfg.model:
-        cfg.model.text_tower['checkpoint'] = None
-    cfg.model.default_queries = tuple(queries)
-    model = MODELS.build(cfg.model)
-    if checkpoint:
-        if not osp.isfile(checkpoint):
-            raise SystemExit(f'--checkpoint {checkpoint!r} not found')
-        load_checkpoint(model, checkpoint, map_location='cpu')
-    else:
-        model.init_weights()
-    return model.to(device).eval()
-
-
-def detect(model, cfg, image, queries, patch=None):
-    """data sample with ``pred_instances`` (boxes in the original image's pixels, labels index queries)."""
-    steps = [t for t in cfg.test_dataloader.dataset.pipeline if t['type'] not in ('LoadAnnotations',
-                                                                               'mmdet.LoadAnnotations')]
-    data = Compose(steps)(dict(img_path=image, img_id=0, text=tuple(queries)))
-    if patch:
-        set_patch_size(model, patch)
-    with torch.no_grad():
-        return model.test_step(pseudo_collate([data]))[0]
 
 
 def draw(image, sample, queries, score_thr, max_boxes, upscale=1):
@@ -91,9 +55,14 @@ def main():
         raise SystemExit(f'image not found: {a.image}')
     if a.upscale < 1:
         raise SystemExit(f'--upscale must be a positive integer, got {a.upscale}')
-    cfg = Config.fromfile(a.config)
-    model = build_model(cfg, a.checkpoint, a.queries, a.device)
-    sample = detect(model, cfg, a.image, a.queries, a.patch)
+    from flexitransfer.apis import inference_model, init_model, load_config
+    if a.checkpoint and not osp.isfile(a.checkpoint):
+        raise SystemExit(f'--checkpoint {a.checkpoint!r} not found')
+    cfg = load_config(a.config)
+    cfg.model.default_queries = tuple(a.queries)
+    # strict: a missing tensor is an error naming it; no checkpoint: random init, a smoke test
+    model = init_model(cfg, a.checkpoint, a.device, patch_size=a.patch)
+    sample = inference_model(model, a.image, texts=a.queries)
     img, lines = draw(a.image, sample, a.queries, a.score_thr, a.max_boxes, a.upscale)
     out = a.out or osp.splitext(a.image)[0] + '_det.png'
     img.save(out)

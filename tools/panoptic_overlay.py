@@ -16,15 +16,9 @@ import os.path as osp
 
 import _bootstrap  # noqa: F401
 import numpy as np
-import torch
-from mmengine.config import Config
-from mmengine.dataset import Compose
-from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
 from PIL import Image
 
-from flexitransfer.deploy import walk_backbone_cfgs
-from flexitransfer.engine import set_patch_size
+from flexitransfer.apis import inference_model, init_model, load_config
 
 INSTANCE_OFFSET = 1000  # mmdet's encoding of pred_panoptic_seg: label + instance * INSTANCE_OFFSET
 
@@ -60,16 +54,8 @@ def main():
     p.add_argument('--alpha', type=float, default=0.5, help='weight of the colour map (1 = colour map only)')
     p.add_argument('--save-ids', action='store_true', help='also write the COCO panoptic id PNG')
     a = p.parse_args()
-    cfg = Config.fromfile(a.config)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    from mmdet.registry import MODELS
-    for _, bb in walk_backbone_cfgs(cfg.model):
-        bb['pretrained'] = None
-    model = MODELS.build(cfg.model)
-    load_checkpoint(model, a.checkpoint, map_location='cpu', strict=True, logger='silent')
-    model.eval()
-    if a.patch:
-        set_patch_size(model, a.patch)
+    cfg = load_config(a.config)
+    model = init_model(cfg, a.checkpoint, patch_size=a.patch)  # strict: a missing tensor is an error naming it
     meta = cfg.test_dataloader.dataset.get('metainfo') or {}
     classes, things = meta.get('classes'), meta.get('thing_classes')
     palette = meta.get('palette')
@@ -77,14 +63,10 @@ def main():
         from mmdet.datasets import CocoPanopticDataset
         classes, things = CocoPanopticDataset.METAINFO['classes'], CocoPanopticDataset.METAINFO['thing_classes']
         palette = CocoPanopticDataset.METAINFO['palette']
-    pipeline = Compose([t for t in cfg.test_dataloader.dataset.pipeline if 'Annotations' not in t['type']])
     os.makedirs(a.out, exist_ok=True)
     ptag = f'_p{a.patch}' if a.patch else ''
     for path in a.images:
-        data = pipeline(dict(img_path=path, img_id=0))
-        batch = dict(inputs=[data['inputs']], data_samples=[data['data_samples']])
-        with torch.no_grad():
-            pred = model.test_step(batch)[0]
+        pred = inference_model(model, path)
         pan = pred.pred_panoptic_seg.sem_seg[0].cpu().numpy().astype(np.int64)
         img = np.asarray(Image.open(path).convert('RGB').resize(pan.shape[::-1]), np.float64)
         col = colorize(pan, palette, len(things), len(classes)).astype(np.float64)

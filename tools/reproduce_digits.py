@@ -19,114 +19,10 @@ import os
 import os.path as osp
 
 import _bootstrap  # noqa: F401
-import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from tqdm import tqdm
 
-from flexitransfer.models.backbones import FlexiViT
-
-PATCHES = [4, 6, 8, 12, 16, 24]  # grids 12, 8, 6, 4, 3, 2 on 48x48
-IMG = 48
-
-
-class Net(nn.Module):
-    def __init__(self, base_patch, base_grid, patch, kernel_resize='pi'):
-        super().__init__()
-        self.backbone = FlexiViT(arch=dict(embed_dims=64, num_layers=4, num_heads=4), in_channels=1,
-                                 patch_size=patch, base_patch_size=base_patch, base_pos_grid=base_grid,
-                                 kernel_resize=kernel_resize, out_type='cls_token')
-        self.backbone.init_weights()
-        self.head = nn.Linear(64, 10)
-
-    def forward(self, x, p=None):
-        return self.head(self.backbone(x, p)[0])
-
-
-def load_digits_48(seed):
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 8.0 - 1.0  # [0, 16] -> [-1, 1]
-    x = F.interpolate(x, size=(IMG, IMG), mode='bilinear', align_corners=False)
-    y = torch.tensor(d.target)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    x, y = x[perm], y[perm]
-    return (x[:1300], y[:1300]), (x[1300:], y[1300:])
-
-
-def augment(x, g):
-    """Random translation by up to 4 pixels (pad with background)."""
-    dx, dy = torch.randint(-4, 5, (2,), generator=g).tolist()
-    x = F.pad(x, (4, 4, 4, 4), value=-1.0)
-    return x[..., 4 + dy:4 + dy + IMG, 4 + dx:4 + dx + IMG]
-
-
-def train(model, data, epochs, patch_fn, seed, desc, lr=1e-3):
-    (x, y), g = data, torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    steps = epochs * (len(y) // 64)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    model.train()
-    step = 0
-    for _ in tqdm(range(epochs), desc=desc, leave=False):
-        perm = torch.randperm(len(y), generator=g)
-        for i in range(0, len(y) - 63, 64):
-            idx = perm[i:i + 64]
-            loss = F.cross_entropy(model(augment(x[idx], g), patch_fn(step)), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-    return model.eval()
-
-
-@torch.no_grad()
-def accuracy(model, data, p):
-    x, y = data
-    return (model(x, p).argmax(-1) == y).float().mean().item() * 100
-
-
-CONFIG_TEMPLATE = """# Written by tools/reproduce_digits.py: its {name} as a FlexiImageClassifier on the digits
-# test images (PNGs under {root}/test/<digit>/; pixel = round((x + 1) * 127.5) of the model input x).
-default_scope = 'mmengine'
-custom_imports = dict(imports=['flexitransfer'], allow_failed_imports=False)
-img_size = {img}
-model = dict(
-    type='FlexiImageClassifier', num_classes=10, pool='tok', head_zero_init=False,
-    data_preprocessor=dict(type='ImgDataPreprocessor', mean=[127.5], std=[127.5]),
-    backbone=dict(type='FlexiViT', arch=dict(embed_dims=64, num_layers=4, num_heads=4), in_channels=1,
-                  patch_size={patch}, base_patch_size={base_patch}, base_pos_grid={base_grid}, kernel_resize='pi'))
-test_pipeline = [dict(type='LoadImageFromFile', color_type='grayscale'), dict(type='PackClsInputs')]
-test_dataloader = dict(batch_size=128, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
-                       dataset=dict(type='ImageFolderDataset', data_root={root!r}, data_prefix='test',
-                                    pipeline=test_pipeline))
-test_evaluator = dict(type='ClsAccuracy', topk=(1,))
-test_cfg = dict(type='MultiPatchTestLoop', patch_sizes={patches})
-"""
-
-
-def save_test_images(data, root):
-    """The test set as 8-bit PNGs, ``root/test/<digit>/<index>.png`` (ImageFolderDataset layout)."""
-    import cv2
-    x, y = data
-    pix = ((x[:, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-    for i, (img, label) in enumerate(zip(pix, y.tolist())):
-        d = osp.join(root, 'test', str(label))
-        os.makedirs(d, exist_ok=True)
-        cv2.imwrite(osp.join(d, f'{i:04d}.png'), img)
-
-
-def save_model(model, root, name, patch):
-    """``root/name.pth`` (state dict with backbone.* / head.*) and ``root/name.py`` (its config)."""
-    bb = model.backbone
-    torch.save({'state_dict': model.state_dict(), 'meta': {'source': 'tools/reproduce_digits.py'}},
-               osp.join(root, name + '.pth'))
-    with open(osp.join(root, name + '.py'), 'w') as f:
-        f.write(CONFIG_TEMPLATE.format(name=name, root=osp.abspath(root), img=IMG, patch=patch,
-                                       base_patch=bb.base_patch_size[0], base_grid=bb.base_pos_grid[0],
-                                       patches=PATCHES))
+from flexitransfer.experiments.digits import (IMG, PATCHES, Net, accuracy, flexi_net, load_digits_48,
+                                              random_patch_fn, save_model, save_test_images, train)
 
 
 def main():
@@ -143,8 +39,6 @@ def main():
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     tr, te = load_digits_48(a.seed)
-    rng = np.random.default_rng(a.seed)
-    draws = rng.choice(PATCHES, size=10 ** 6)
 
     models = {}
     if not a.flexi_only:
@@ -154,7 +48,7 @@ def main():
         vit_bilinear.load_state_dict(vit.state_dict())
         models.update({f'ViT/{a.vit_patch} + PI-resize': vit, f'ViT/{a.vit_patch} + bilinear': vit_bilinear})
     torch.manual_seed(a.seed)
-    flexi = train(Net(24, 6, 8), tr, a.epochs, lambda s: int(draws[s]), a.seed, 'FlexiViT')
+    flexi = train(flexi_net(8), tr, a.epochs, random_patch_fn(a.seed), a.seed, 'FlexiViT')
     models['FlexiViT'] = flexi
 
     rows = [{'patch': p, 'tokens': (IMG // p) ** 2, **{k: accuracy(m, te, p) for k, m in models.items()}}

@@ -99,18 +99,13 @@ def train(cfg, work_dir: str) -> str:
 
 def evaluate(cfg, ckpt: str, patches, seed: int):
     """{patch: {metric: value}} of one trained detector (AP x 100, recall in %), metrics as in KEYS."""
-    import torch
-    from mmengine.registry import init_default_scope
-    from mmengine.runner import Runner, load_checkpoint
+    from mmengine.runner import Runner
     from pycocotools.coco import COCO
 
+    from flexitransfer.apis import init_model
     from flexitransfer.engine import set_patch_size
     from flexitransfer.evaluation.open_vocab import box_ap, box_recall, detect_dataset, shuffle_scores
-    init_default_scope('mmdet')
-    from mmdet.registry import MODELS
-    torch.manual_seed(seed)
-    model = MODELS.build(cfg.model)
-    load_checkpoint(model, osp.join(ROOT, ckpt), map_location='cpu', logger='silent')
+    model = init_model(cfg, osp.join(ROOT, ckpt))  # strict: a missing tensor is an error naming it
     dl_cfg = copy.deepcopy(cfg.test_dataloader)
     dl_cfg.update(num_workers=0, persistent_workers=False)
     dl_cfg.dataset.data_root = osp.join(ROOT, dl_cfg.dataset.data_root)
@@ -139,16 +134,11 @@ def lit_image_auc(cfg, lit_ckpt: str, patches):
     import mmcv
     import torch
     import torch.nn.functional as F
-    from mmengine.registry import MODELS, init_default_scope
-    from mmengine.runner import load_checkpoint
     from sklearn.metrics import roc_auc_score
 
+    from flexitransfer.apis import init_model
     from flexitransfer.engine import set_patch_size
-    lit_cfg = Config.fromfile(osp.join(ROOT, LIT_CONFIG))
-    init_default_scope(lit_cfg.default_scope)
-    lit = MODELS.build(lit_cfg.model)
-    load_checkpoint(lit, osp.join(ROOT, lit_ckpt), map_location='cpu', logger='silent')
-    lit.eval()
+    lit = init_model(osp.join(ROOT, LIT_CONFIG), osp.join(ROOT, lit_ckpt))
     ds = cfg.test_dataloader.dataset
     with contextlib.redirect_stdout(io.StringIO()):
         from pycocotools.coco import COCO

@@ -22,11 +22,11 @@ import os
 import os.path as osp
 
 import _bootstrap  # noqa: F401
-import numpy as np
 import torch
 import torch.nn as nn
 
-from reproduce_digits import IMG, PATCHES, Net, accuracy, load_digits_48, train
+from flexitransfer.experiments.digits import (IMG, PATCHES, Net, accuracy, load_digits_48, random_patch_fn,
+                                              train)
 
 
 def subset(data, keep, offset=0):
@@ -63,20 +63,20 @@ def main():
     tr, te = load_digits_48(a.seed)
     pre_tr, pre_te = subset(tr, lambda y: y < 5), subset(te, lambda y: y < 5)
     ft_tr, ft_te = subset(tr, lambda y: y >= 5, 5), subset(te, lambda y: y >= 5, 5)
-    draws = np.random.default_rng(a.seed).choice(PATCHES, size=10 ** 6)
+    patch_of_step = random_patch_fn(a.seed)
     steps = lambda data, epochs: epochs * (len(data[1]) // 64)  # noqa: E731  (as reproduce_digits.train)
 
     # ---- pre-training on digits 0-4
     flexi_store, vit_store = (24, 6), (a.vit_patch, IMG // a.vit_patch)  # stored kernel size, position grid
     torch.manual_seed(a.seed)
-    flexi = train(Net(*flexi_store, 8), pre_tr, a.pre_epochs, lambda s: int(draws[s]), a.seed, 'pre-train FlexiViT')
+    flexi = train(Net(*flexi_store, 8), pre_tr, a.pre_epochs, patch_of_step, a.seed, 'pre-train FlexiViT')
     torch.manual_seed(a.seed)
     vit = train(Net(*vit_store, a.vit_patch), pre_tr, a.pre_epochs, lambda s: a.vit_patch,
                 a.seed, f'pre-train ViT/{a.vit_patch}')
     n_pre = steps(pre_tr, a.pre_epochs)
     pre_rows = [
         {'model': 'FlexiViT (random p)', 'steps': n_pre,
-         'tokens x steps': int(sum(tokens(int(p)) for p in draws[:n_pre])),
+         'tokens x steps': int(sum(tokens(patch_of_step(s)) for s in range(n_pre))),
          **{f'p{p}': accuracy(flexi, pre_te, p) for p in PATCHES}},
         {'model': f'ViT/{a.vit_patch}', 'steps': n_pre, 'tokens x steps': tokens(a.vit_patch) * n_pre,
          **{f'p{p}': accuracy(vit, pre_te, p) for p in PATCHES}},

@@ -29,28 +29,17 @@ import sys
 
 import _bootstrap  # noqa: F401
 import torch
-from mmengine.config import Config, DictAction
-from mmengine.registry import MODELS, init_default_scope
-from mmengine.runner import load_checkpoint
+from mmengine.config import DictAction
 
+from flexitransfer.apis import init_model, load_config
 from flexitransfer.deploy import (EXPORT_TARGETS, EXPORTERS, OnnxFunction, bake_model, check_onnx, deploy_config,
-                                  evaluate, export_onnx, infer_img_size, max_abs_diff, quantize_int8, to_timm_vit,
-                                  walk_backbone_cfgs)
-from flexitransfer.deploy.onnx import export_module
-from flexitransfer.deploy.runtime import has_predictor, test_inputs
+                                  evaluate, export_module, export_onnx, has_predictor, infer_img_size, max_abs_diff,
+                                  quantize_int8, test_inputs, to_timm_vit)
 from flexitransfer.engine import flexi_modules, set_patch_size
 from flexitransfer.ops import to_2tuple
 from flexitransfer.utils import interleaved_median_ms
 
 MAIN_METRICS = ('mIoU', 'top1', 'mean_R@1', 'PQ', 'bbox_mAP', 'AP')
-
-
-def build(cfg, checkpoint):
-    for _, bb in walk_backbone_cfgs(cfg.model):
-        bb['pretrained'] = None
-    model = MODELS.build(cfg.model)
-    load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
-    return model.eval()
 
 
 def forward(model, x):
@@ -78,10 +67,7 @@ def main():
     a = p.parse_args()
     a.onnx = a.onnx or a.int8
     patch = a.patch[0] if len(a.patch) == 1 else tuple(a.patch[:2])
-    cfg = Config.fromfile(a.config)
-    if a.cfg_options:
-        cfg.merge_from_dict(a.cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmengine'))
+    cfg = load_config(a.config, a.cfg_options)
     img = tuple(a.img_size) if a.img_size else infer_img_size(cfg)
     if img is None:
         sys.exit('cannot tell the deployment image size from the config: pass --img-size H W')
@@ -90,10 +76,10 @@ def main():
     ptag = str(patch) if isinstance(patch, int) else f'{patch[0]}x{patch[1]}'
     stem = osp.join(out_dir, f'{osp.splitext(osp.basename(a.config))[0]}_p{ptag}')
 
-    flexible = build(cfg, a.checkpoint)
+    flexible = init_model(cfg, a.checkpoint)  # strict: a missing tensor is an error naming it
     if a.int8 and a.onnx_target == 'tensor' and not has_predictor(flexible):
         sys.exit(f'--int8 measures the test metric of the exported graph, but a {type(flexible).__name__} has no '
-                 f"ONNX predictor for target 'tensor' (flexitransfer.deploy.runtime.register_predictor): add "
+                 f"ONNX predictor for target 'tensor' (flexitransfer.deploy.register_predictor): add "
                  f'--onnx-target backbone')
     set_patch_size(flexible, patch)
     deployed = bake_model(flexible, patch, img)
@@ -105,9 +91,9 @@ def main():
     print(f'wrote {stem}.py and {stem}.pth (patch {ptag}, image {img[0]}x{img[1]})')
 
     # verify through the normal build path: config + checkpoint from disk
-    reloaded = build(Config.fromfile(stem + '.py'), stem + '.pth')
+    reloaded = init_model(stem + '.py', stem + '.pth')
     torch.manual_seed(0)
-    x = torch.randn(2, 3, *img)
+    x = torch.randn(2, flexi_modules(flexible)[0].in_channels, *img)  # the config's channel count
     with torch.no_grad():
         diff = max_abs_diff(forward(flexible, x), forward(reloaded, x))
         bb_f, bb_d = flexi_modules(flexible)[0], flexi_modules(reloaded)[0]

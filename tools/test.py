@@ -7,14 +7,12 @@ import argparse
 import json
 import numbers
 import os
-import os.path as osp
 
 import _bootstrap  # noqa: F401
-from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
+from mmengine.config import DictAction
 
-from flexitransfer.deploy import walk_backbone_cfgs
-from flexitransfer.engine import check_checkpoint, check_datasets_nonempty, init_distributed, validate_patch_config
+from flexitransfer.apis import build_test_runner, default_work_dir, load_config, prepare_test_cfg
+from flexitransfer.engine import check_datasets_nonempty, init_distributed, validate_patch_config
 
 
 def parse_args():
@@ -36,27 +34,13 @@ def parse_args():
 
 def main():
     args = parse_args()
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0])
-    test_cfg = dict(cfg.get('test_cfg') or {})
-    if test_cfg.get('type', 'TestLoop') in ('TestLoop', None):
-        test_cfg['type'] = 'MultiPatchTestLoop'
-    if args.patch:
-        test_cfg['patch_sizes'] = args.patch
-    cfg.test_cfg = test_cfg
-    cfg.load_from = args.checkpoint
-    cfg.resume = False
-    # the checkpoint holds the trained weights: skip pretrained loading of the backbone(s)
-    for _, bb in walk_backbone_cfgs(cfg.model):
-        bb['pretrained'] = None
+    cfg = prepare_test_cfg(cfg, patch_sizes=args.patch,
+                           work_dir=args.work_dir or cfg.get('work_dir') or default_work_dir(args.config))
     validate_patch_config(cfg, args.config)
     init_distributed(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg)
-    check_checkpoint(runner.model, args.checkpoint, require_all=True)
+    runner = build_test_runner(cfg, args.checkpoint, strict=True, prepared=True)
     check_datasets_nonempty(runner, ('test',))
     metrics = runner.test()
     loop = runner.test_loop

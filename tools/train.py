@@ -13,7 +13,7 @@ import _bootstrap  # noqa: F401
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from flexitransfer.engine import check_checkpoint, check_datasets_nonempty, init_distributed, validate_patch_config
+from flexitransfer.engine import amp_optim_wrapper, check_checkpoint, check_datasets_nonempty, init_distributed, validate_patch_config
 
 
 def parse_args():
@@ -40,13 +40,10 @@ def build_cfg(args) -> Config:
         cfg.merge_from_dict(args.cfg_options)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if args.amp:
-        ow = cfg.optim_wrapper
-        if ow.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
-            print('AMP is already enabled in the config')
-        else:
-            ow.type = 'AmpOptimWrapper'
-            ow.setdefault('loss_scale', 'dynamic')
+    if args.amp:  # fp16 + dynamic loss scale on CUDA; bf16 on a CPU (engine/amp.py)
+        if cfg.optim_wrapper.get('type', 'OptimWrapper') != 'OptimWrapper':
+            print(f'--amp: the config already sets optim_wrapper.type={cfg.optim_wrapper.type!r}')
+        amp_optim_wrapper(cfg.optim_wrapper)
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume:

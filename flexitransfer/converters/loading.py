@@ -1,7 +1,12 @@
-"""Checkpoint files: read, detect the format, load into a FlexiViT, save converted weights."""
+"""Checkpoints: detect the format, convert, load into a FlexiViT, save converted weights.
+
+Reading (files of every layout, hub directories, shards) is ``reader.read_checkpoint``; every
+function here goes through it.
+"""
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import torch
 
@@ -9,36 +14,78 @@ from ..ops import resize_patch_embed, resize_pos_embed
 from .big_vision import convert_big_vision
 from .common import Converted, _square_grid
 from .open_clip import convert_open_clip
+from .owlvit import convert_owlvit
+from .reader import Checkpoint, CheckpointError, read_checkpoint
 from .timm import convert_timm
 
-def load_checkpoint_file(path: str) -> dict:
-    """A torch checkpoint as a plain dict (weights only, safe)."""
-    try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- name the file and the problem
-        raise ValueError(f'could not read checkpoint {path!r}: {e}') from e
-    if isinstance(obj, torch.nn.Module):
-        obj = obj.state_dict()
-    return obj
+#: what ``format_of`` can answer; all but 'flexitransfer' (already converted) are ``--from`` choices
+FORMATS = ('big_vision', 'timm', 'open_clip', 'owlvit', 'flexitransfer')
 
 
-def _format_of(sd: dict, path: str) -> str:
-    """Format of an already loaded torch checkpoint, from its key names."""
-    keys = list(sd.get('state_dict', sd))
+def load_checkpoint_file(path) -> dict:
+    """The tensors of any checkpoint ``read_checkpoint`` reads (kept for old callers)."""
+    return read_checkpoint(path).state_dict
+
+
+def format_of(ckpt: Checkpoint) -> str:
+    """'big_vision' | 'timm' | 'open_clip' | 'owlvit' | 'flexitransfer', from the tensor names."""
+    keys = list(ckpt.state_dict)
+    if any(k.endswith('embedding/kernel') for k in keys):
+        return 'big_vision'
+    if any(k.startswith('owlvit.vision_model.') for k in keys):
+        return 'owlvit'
     if any(k.endswith('visual.conv1.weight') or k == 'conv1.weight' for k in keys):
         return 'open_clip'
     if any(k.endswith('patch_embed.proj.weight') for k in keys):
         return 'timm'
     if any(k.endswith('patch_embed.weight') for k in keys):
         return 'flexitransfer'
-    raise ValueError(f'{path!r}: unknown checkpoint format (keys start {keys[:5]})')
+    hint = (' (a transformers CLIP / ViT layout: not supported; from an open_clip hub repo download '
+            'open_clip_model.safetensors)' if any('vision_model.embeddings.' in k for k in keys) else '')
+    raise CheckpointError(f'checkpoint {ckpt.path!r}: unknown format{hint}; its {len(keys)} tensors are named like '
+                          f'{keys[:4]}; expected big_vision (embedding/kernel), timm (patch_embed.proj.weight), '
+                          f'open_clip (visual.conv1.weight), transformers OWL-ViT (owlvit.vision_model.*) or '
+                          f'tools/convert_weights.py output (backbone.patch_embed.weight)')
 
 
-def detect_format(path: str) -> str:
-    """'big_vision' | 'timm' | 'open_clip' | 'flexitransfer' for a checkpoint file."""
-    if str(path).endswith('.npz'):
-        return 'big_vision'
-    return _format_of(load_checkpoint_file(path), path)
+def detect_format(path) -> str:
+    """'big_vision' | 'timm' | 'open_clip' | 'owlvit' | 'flexitransfer' for a checkpoint file or hub directory."""
+    return format_of(read_checkpoint(path))
+
+
+def convert_checkpoint(ckpt: Checkpoint, fmt: Optional[str] = None, base_patch_size=None,
+                       num_heads: Optional[int] = None, quick_gelu: Optional[bool] = None,
+                       config: Optional[dict] = None) -> Converted:
+    """A read checkpoint -> ``(state_dict, kwargs, extras)`` by its converter.
+
+    ``fmt``: the format the caller expects (``--from``); a checkpoint of another format stops with
+    a message saying which ``--from`` fits. ``config`` replaces the hub directory's ``config.json``
+    (``--hf-config``). open_clip: heads and activation come from ``open_clip_config.json`` when the
+    directory has one, unless ``num_heads`` / ``quick_gelu`` are given.
+    """
+    found = format_of(ckpt)
+    fmt = fmt or found
+    if fmt != found:
+        fix = ('it is already converted: use it directly (pretrained= / load_from=)' if found == 'flexitransfer'
+               else f'use --from {found}')
+        raise CheckpointError(f'checkpoint {ckpt.path!r} holds {found} weights, not {fmt}; {fix}')
+    sd, cfg = ckpt.state_dict, ckpt.config if config is None else config
+    if fmt == 'big_vision':
+        return convert_big_vision(sd, base_patch_size)
+    if fmt == 'timm':
+        return convert_timm(sd, base_patch_size, num_heads, config=cfg)
+    if fmt == 'open_clip':
+        mc = (ckpt.open_clip_config or {}).get('model_cfg') or {}
+        vc = mc.get('vision_cfg') or {}
+        if num_heads is None and 'width' in vc:
+            num_heads = max(1, int(vc['width']) // int(vc.get('head_width', 64)))
+        if quick_gelu is None and mc:
+            quick_gelu = bool(mc.get('quick_gelu', False))
+        return convert_open_clip(sd, base_patch_size, quick_gelu=quick_gelu, num_heads=num_heads)
+    if fmt == 'owlvit':
+        return convert_owlvit(sd, cfg)
+    meta = (ckpt.meta or {}).get('flexitransfer_backbone') or {}
+    return _backbone_state(sd), dict(meta), {k[len('extras.'):]: v for k, v in sd.items() if k.startswith('extras.')}
 
 
 def _backbone_state(sd: dict) -> dict:
@@ -51,46 +98,54 @@ def _backbone_state(sd: dict) -> dict:
     return dict(sd)
 
 
-def load_state_into(backbone, sd: dict, strict: bool = True) -> None:
+def _arch_of(sd: dict) -> str:
+    w = sd.get('patch_embed.weight')
+    layers = len({k.split('.')[1] for k in sd if k.startswith('blocks.')})
+    return f'embed_dims={w.shape[0] if w is not None else "?"}, num_layers={layers}'
+
+
+def load_state_into(backbone, sd: dict, strict: bool = True, source: Optional[str] = None,
+                    src_grid=None) -> None:
     """Load FlexiViT-named tensors into ``backbone``, resizing kernel and grid into its store.
 
-    Resizing goes through ``flexitransfer.ops``: the kernel by PI-resize, the
-    grid bilinearly. Other shape mismatches raise an error that names them.
+    Resizing goes through ``flexitransfer.ops``: the kernel by PI-resize, the grid bilinearly
+    (``src_grid``: the checkpoint's grid when it is not square). Other shape mismatches raise an
+    error that names them (and ``source``, the file they came from).
     """
     sd = dict(sd)
     own = backbone.state_dict()
+    name = f'checkpoint {source!r}' if source else 'checkpoint'
     w = sd.get('patch_embed.weight')
     if w is not None and tuple(w.shape[-2:]) != backbone.base_patch_size:
         sd['patch_embed.weight'] = resize_patch_embed(w.double(), backbone.base_patch_size, 'pi').to(w.dtype)
     pos = sd.get('pos_embed')
-    if pos is not None and pos.shape[1] != own['pos_embed'].shape[1]:
-        sd['pos_embed'] = resize_pos_embed(pos.double(), _square_grid(pos.shape[1], 'pos_embed'),
-                                           backbone.base_pos_grid, backbone.pos_resize_antialias).to(pos.dtype)
-    bad = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+    if pos is not None and pos.shape[1] != own['pos_embed'].shape[1] and pos.shape[-1] == own['pos_embed'].shape[-1]:
+        grid = tuple(src_grid) if src_grid else _square_grid(pos.shape[1], f'{name}: pos_embed')
+        sd['pos_embed'] = resize_pos_embed(pos.double(), grid, backbone.base_pos_grid,
+                                           backbone.pos_resize_antialias).to(pos.dtype)
+    bad = [f'{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}'
            for k, v in sd.items() if k in own and own[k].shape != v.shape]
     if bad:
-        raise ValueError('checkpoint does not fit this FlexiViT (wrong arch? check embed_dims/num_layers):\n  '
-                         + '\n  '.join(bad[:10]))
+        raise CheckpointError(
+            f'{name} does not fit this FlexiViT (embed_dims={backbone.embed_dims}, num_layers={backbone.num_layers}): '
+            f'{len(bad)} tensor(s) of another shape ({"; ".join(bad[:4])}{"; ..." if len(bad) > 4 else ""}); it holds '
+            f'{_arch_of(sd)}: build the FlexiViT with the arch tools/convert_weights.py prints (also in the '
+            f"converted checkpoint's meta['flexitransfer_backbone'])")
     missing, unexpected = backbone.load_state_dict(sd, strict=False)
     if strict and (missing or unexpected):
-        raise ValueError(f'checkpoint does not fit this FlexiViT: missing {missing[:10]}, '
-                         f'unexpected {unexpected[:10]}')
+        raise CheckpointError(f'{name} does not fit this FlexiViT: missing {missing[:10]}, unexpected '
+                              f'{unexpected[:10]}; build the FlexiViT with the arguments tools/convert_weights.py '
+                              f'prints (pre_norm, with_cls_token, pos_embed_cls, patch_bias, final_norm)')
 
 
-def load_pretrained(backbone, path: str, strict: bool = True) -> None:
-    """Load any supported checkpoint file (format detected) into a FlexiViT backbone."""
-    if str(path).endswith('.npz'):
-        sd = convert_big_vision(path)[0]
-    else:
-        raw = load_checkpoint_file(path)  # read once; the format comes from its keys
-        fmt = _format_of(raw, path)
-        if fmt == 'timm':
-            sd = convert_timm(raw.get('state_dict', raw))[0]
-        elif fmt == 'open_clip':
-            sd = convert_open_clip(raw.get('state_dict', raw))[0]
-        else:
-            sd = _backbone_state(raw)
-    load_state_into(backbone, sd, strict=strict)
+def load_pretrained(backbone, path, strict: bool = True) -> None:
+    """Load any checkpoint ``read_checkpoint`` reads (format detected) into a FlexiViT backbone."""
+    ckpt = read_checkpoint(path)
+    fmt = format_of(ckpt)
+    sd, kw, _ = convert_checkpoint(ckpt, fmt)
+    if fmt == 'owlvit':  # a whole detector: its vision tower
+        sd, kw = _backbone_state(sd), kw['backbone']
+    load_state_into(backbone, sd, strict=strict, source=os.fspath(path), src_grid=kw.get('base_pos_grid'))
 
 
 def save_converted(converted: Converted, dst: str, source: str) -> None:

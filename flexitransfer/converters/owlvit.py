@@ -21,13 +21,12 @@ changes nothing at or before EOT under the causal mask, so the pooled features a
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import torch
 
-from .common import _arch, _square_grid
+from .common import Converted, _arch, _square_grid
 
-Converted = Tuple[Dict[str, torch.Tensor], dict, Dict[str, torch.Tensor]]
 _ACTS = {'quick_gelu': 'quick_gelu', 'gelu': 'gelu', 'gelu_new': 'gelu_tanh', 'gelu_pytorch_tanh': 'gelu_tanh'}
 
 
@@ -144,15 +143,13 @@ def save_owlvit(converted: Converted, dst: str) -> None:
 
 
 def convert_owlvit_file(src: str, dst: str, hf_config: Optional[str] = None) -> str:
-    """``tools/convert_weights.py --from owlvit``: a transformers checkpoint file (+ optional
-    ``config.json``) -> ``dst``; returns a one-line summary."""
-    import json
-    from .loading import load_checkpoint_file
-    raw = load_checkpoint_file(src)
-    cfg = None
-    if hf_config:
-        with open(hf_config) as f:
-            cfg = json.load(f)
-    out = convert_owlvit(raw.get('state_dict', raw), cfg)
+    """``tools/convert_weights.py --from owlvit``: a transformers ``save_pretrained`` directory
+    (its ``config.json`` is read; single or sharded weights) or a checkpoint file (+ optional
+    ``config.json`` via ``hf_config``, which also overrides the directory's) -> ``dst``; returns a
+    one-line summary."""
+    from .loading import convert_checkpoint
+    from .reader import read_checkpoint, read_json
+    ckpt = read_checkpoint(src)
+    out = convert_checkpoint(ckpt, 'owlvit', config=read_json(hf_config, '--hf-config') if hf_config else None)
     save_owlvit(out, dst)
     return f'wrote {dst}: OWLViTDetector({out[1]}) with {len(out[0])} tensors'

@@ -1,10 +1,22 @@
-from .bake import bake_model, deploy_config, infer_img_size, max_abs_diff, to_timm_vit, walk_backbone_cfgs
+"""Deploy a model at one patch size: bake, export (ONNX, timm), run in ONNX Runtime, verify, quantise.
+
+One idea per module, imports pointing one way (export <- session <- predictors <- evaluate; verify):
+``bake`` (the patch baked into kernel and position grid; deployment config), ``export`` (ONNX and
+timm export, graph metadata), ``session`` (ONNX Runtime sessions), ``predictors`` (an exported
+graph inside the task model, per model class), ``verify`` (output differences, real test
+inputs), ``evaluate`` (test-set metrics through the test loop), ``quantize`` (int8), ``dtypes``.
+"""
+from ..engine.patch import walk_backbone_cfgs  # noqa: F401  (config walker, used with deploy_config)
+from .bake import bake_model, deploy_config, infer_img_size
 from .dtypes import AUTOCAST_DTYPES, autocast_dtypes, check_autocast
-from .onnx import EXPORT_TARGETS, EXPORTERS, check_onnx, export_onnx, read_meta
+from .evaluate import build_runner, evaluate
+from .export import EXPORT_TARGETS, EXPORTERS, export_module, export_onnx, read_meta, to_timm_vit
+from .predictors import has_predictor, install_onnx, register_predictor
 from .quantize import quantize_int8
-from .runtime import OnnxFunction, build_runner, evaluate, install_onnx, make_session, register_predictor
+from .session import OnnxFunction, make_session
+from .verify import check_onnx, max_abs_diff, test_inputs
 
 __all__ = ['bake_model', 'deploy_config', 'infer_img_size', 'max_abs_diff', 'to_timm_vit', 'walk_backbone_cfgs',
-           'AUTOCAST_DTYPES', 'autocast_dtypes', 'check_autocast', 'EXPORT_TARGETS', 'EXPORTERS', 'check_onnx', 'export_onnx',
-           'read_meta', 'quantize_int8', 'OnnxFunction', 'build_runner', 'evaluate', 'install_onnx', 'make_session',
-           'register_predictor']
+           'AUTOCAST_DTYPES', 'autocast_dtypes', 'check_autocast', 'EXPORT_TARGETS', 'EXPORTERS', 'check_onnx',
+           'export_module', 'export_onnx', 'read_meta', 'quantize_int8', 'OnnxFunction', 'build_runner', 'evaluate',
+           'has_predictor', 'install_onnx', 'make_session', 'register_predictor', 'test_inputs']

@@ -7,14 +7,12 @@ does no resize work, and it computes what the flexible model computes there.
 from __future__ import annotations
 
 import copy
-from functools import partial
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
-import torch
 import torch.nn as nn
 
 from ..engine.patch import flexi_modules, walk_backbone_cfgs  # noqa: F401  (re-exported)
-from ..models.backbones.flexivit import FlexiViT, check_patch_size
+from ..models.backbones.flexivit import check_patch_size
 from ..ops import to_2tuple
 
 
@@ -75,46 +73,3 @@ def deploy_config(cfg, patch_size, img_size, checkpoint: str):
     cfg.load_from = checkpoint
     cfg.resume = False
     return cfg
-
-
-def max_abs_diff(a, b) -> float:
-    """Max |a - b| over (nested) tensors / data samples."""
-    if isinstance(a, torch.Tensor):
-        return (a.float() - b.float()).abs().max().item()
-    if isinstance(a, (list, tuple)):
-        return max([max_abs_diff(x, y) for x, y in zip(a, b)] or [0.0])
-    if isinstance(a, dict):
-        return max([max_abs_diff(a[k], b[k]) for k in a] or [0.0])
-    raise TypeError(f'cannot compare outputs of type {type(a).__name__}')
-
-
-def to_timm_vit(backbone: FlexiViT, img_size: Sequence[int]):
-    """Export a baked FlexiViT as a timm ``VisionTransformer`` (same tokens)."""
-    from timm.models.vision_transformer import VisionTransformer
-    patch = backbone.base_patch_size
-    if tuple(backbone.base_pos_grid) != check_patch_size(to_2tuple(img_size), patch):
-        raise ValueError('bake the backbone at this image size first (FlexiViT.baked / tools/resize_deploy.py)')
-    act = type(backbone.blocks[0].mlp.act)
-    t = VisionTransformer(
-        img_size=tuple(to_2tuple(img_size)), patch_size=patch, embed_dim=backbone.embed_dims,
-        depth=backbone.num_layers, num_heads=backbone.num_heads,
-        mlp_ratio=backbone.blocks[0].mlp.fc1.out_features / backbone.embed_dims,
-        class_token=backbone.cls_token is not None, no_embed_class=not backbone.pos_embed_cls,
-        pre_norm=not isinstance(backbone.norm_pre, nn.Identity), fc_norm=False, num_classes=0,
-        global_pool='token' if backbone.cls_token is not None else 'avg',
-        norm_layer=partial(nn.LayerNorm, eps=backbone.blocks[0].norm1.eps), act_layer=act,
-        dynamic_img_size=False)
-    sd = {k: v for k, v in backbone.state_dict().items() if k not in ('patch_embed.weight', 'patch_embed.bias',
-                                                                       'pos_embed', 'cls_pos_embed')}
-    sd['patch_embed.proj.weight'] = backbone.patch_embed.weight
-    if backbone.patch_embed.bias is not None:
-        sd['patch_embed.proj.bias'] = backbone.patch_embed.bias
-    pos = backbone.pos_embed
-    if backbone.pos_embed_cls:
-        pos = torch.cat([backbone.cls_pos_embed, pos], dim=1)
-    sd['pos_embed'] = pos
-    missing, unexpected = t.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not k.startswith('patch_embed.proj.bias')]
-    if missing or unexpected:
-        raise RuntimeError(f'timm export mismatch: missing {missing}, unexpected {unexpected}')
-    return t.eval()

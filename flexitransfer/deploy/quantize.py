@@ -12,7 +12,7 @@ import logging
 import os
 from typing import Dict
 
-from .onnx import META_PREFIX
+from .export import META_PREFIX
 
 QUANTIZED_OPS = ('MatMul', 'Gemm')
 

@@ -49,16 +49,14 @@ def allow_mmengine_checkpoints() -> None:
         _DONE = True
 
 
-def check_checkpoint(model: torch.nn.Module, path: str, require_all: bool = True, max_listed: int = 5) -> None:
-    """Fail clearly, before any work, when ``path`` cannot serve ``model``.
-
-    A missing, truncated or non-PyTorch file, tensors whose shapes differ from the model's (a
-    checkpoint of another architecture), no tensor in common, or, with ``require_all`` (testing a
-    trained model), model tensors the checkpoint lacks. mmengine would only log warnings for
-    these and go on with random weights. The file is memory-mapped: no tensor data is read.
-    """
+def read_state_dict(path: str) -> dict:
+    """The checkpoint's (meta, state dict) with clear errors; tensors are memory-mapped, not read."""
     import os.path as osp
     allow_mmengine_checkpoints()
+    if osp.isdir(path) or str(path).endswith('.safetensors'):  # a hub directory / safetensors file of a whole model
+        from ..converters.reader import read_checkpoint
+        ck = read_checkpoint(path)
+        return dict(ck.meta or {}), ck.state_dict
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path!r}; check the path (training writes '
                                 f'work_dirs/<config>/iter_*.pth or epoch_*.pth)')
@@ -71,6 +69,19 @@ def check_checkpoint(model: torch.nn.Module, path: str, require_all: bool = True
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f'checkpoint {path!r} holds no state dict of tensors; give a checkpoint written by '
                          f'tools/train.py or tools/convert_weights.py')
+    if state and all(k.startswith('module.') for k in state):  # saved from a DDP-wrapped model
+        state = {k[len('module.'):]: v for k, v in state.items()}
+    meta = ckpt.get('meta', {}) if isinstance(ckpt.get('meta'), dict) else {}
+    return meta, state
+
+
+def _listed(keys, max_listed):
+    return ', '.join(keys[:max_listed]) + (', ...' if len(keys) > max_listed else '')
+
+
+def check_state(model: torch.nn.Module, state: dict, path: str, require_all: bool = True,
+                allow_unexpected: bool = True, max_listed: int = 5) -> None:
+    """Fail with a message naming the tensors when ``state`` cannot serve ``model`` (see check_checkpoint)."""
     model = getattr(model, 'module', model)
     own = model.state_dict()
     shared = [k for k in own if k in state]
@@ -88,6 +99,38 @@ def check_checkpoint(model: torch.nn.Module, path: str, require_all: bool = True
     missing = [k for k in own if k not in state]
     if require_all and missing:
         raise ValueError(f'checkpoint {path!r} lacks {len(missing)} of this {arch}\'s tensors '
-                         f'({", ".join(missing[:max_listed])}{", ..." if len(missing) > max_listed else ""}); it is '
-                         f'not a trained checkpoint of this config (a backbone-only checkpoint goes in '
-                         f'model.backbone.pretrained or load_from for training)')
+                         f'({_listed(missing, max_listed)}); it is not a trained checkpoint of this config (a '
+                         f'backbone-only checkpoint goes in model.backbone.pretrained or load_from for training; '
+                         f'strict=False loads it partially on purpose)')
+    unexpected = [k for k in state if k not in own]
+    if not allow_unexpected and unexpected:
+        raise ValueError(f'checkpoint {path!r} has {len(unexpected)} tensor(s) this {arch} does not have '
+                         f'({_listed(unexpected, max_listed)}); it belongs to another config: use the config it was '
+                         f'trained with (strict=False ignores them on purpose)')
+
+
+def check_checkpoint(model: torch.nn.Module, path: str, require_all: bool = True, max_listed: int = 5) -> None:
+    """Fail clearly, before any work, when ``path`` cannot serve ``model``.
+
+    A missing, truncated or non-PyTorch file, tensors whose shapes differ from the model's (a
+    checkpoint of another architecture), no tensor in common, or, with ``require_all`` (testing a
+    trained model), model tensors the checkpoint lacks. mmengine would only log warnings for
+    these and go on with random weights. The file is memory-mapped: no tensor data is read.
+    """
+    check_state(model, read_state_dict(path)[1], path, require_all=require_all, max_listed=max_listed)
+
+
+def load_weights(model: torch.nn.Module, path: str, strict: bool = True) -> dict:
+    """Load a trained checkpoint into ``model`` (unwrapped from DDP if needed); returns its ``meta``.
+
+    ``strict=True`` (default): every tensor of the model must be in the file and the file may hold no
+    other; a missing head tensor is an error naming it, never a model left half random.
+    ``strict=False``: shapes must still fit; missing / unexpected tensors are skipped on purpose.
+    The one checkpoint loader of the package (``flexitransfer.apis.init_model`` and every tool use it).
+    """
+    meta, state = read_state_dict(path)
+    check_state(model, state, path, require_all=strict, allow_unexpected=not strict)
+    target = getattr(model, 'module', model)
+    own = target.state_dict()
+    target.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return meta

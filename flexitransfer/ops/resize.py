@@ -24,6 +24,7 @@ usable when training later (an inference tensor cannot be saved for backward).
 """
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache, wraps
 from typing import Dict, Sequence, Tuple, Union
 
@@ -133,6 +134,15 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _full_precision(device: torch.device):
+    """Autocast off for ``device``: under AMP the resize matmuls would otherwise run in bf16 / fp16
+    (the result is cast back to the input's dtype; the consuming conv / add autocasts as usual)."""
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:  # a device type autocast does not know: nothing to turn off
+        return contextlib.nullcontext()
+
+
 def resize_patch_embed(weight: torch.Tensor, new_size: SizeLike, mode: str = 'pi') -> torch.Tensor:
     """Resize a conv patch-embedding kernel (D, C, h, w) to (D, C, *new_size).
 
@@ -146,7 +156,8 @@ def resize_patch_embed(weight: torch.Tensor, new_size: SizeLike, mode: str = 'pi
     cdt = _compute_dtype(weight.dtype)
     mat = _on(lambda: kernel_resize_matrix(old, new, mode), ('k', old, new, mode), weight.device, cdt)
     d, c = weight.shape[:2]
-    out = weight.reshape(d * c, old[0] * old[1]).to(cdt) @ mat.T
+    with _full_precision(weight.device):
+        out = weight.reshape(d * c, old[0] * old[1]).to(cdt) @ mat.T
     return out.reshape(d, c, *new).to(weight.dtype)
 
 
@@ -167,7 +178,8 @@ def resize_pos_embed(pos_embed: torch.Tensor, old_grid: SizeLike, new_grid: Size
     cdt = _compute_dtype(pos_embed.dtype)
     mat = _on(lambda: bilinear_matrix(old, new, antialias), ('p', old, new, antialias),
               pos_embed.device, cdt)
-    return torch.matmul(mat, pos_embed.to(cdt)).to(pos_embed.dtype)
+    with _full_precision(pos_embed.device):
+        return torch.matmul(mat, pos_embed.to(cdt)).to(pos_embed.dtype)
 
 
 def clear_caches() -> None:

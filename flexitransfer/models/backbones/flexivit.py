@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
+from torch.utils.checkpoint import checkpoint
 from timm.layers import QuickGELU, trunc_normal_
 from timm.models.vision_transformer import Block
 
@@ -82,8 +83,10 @@ class FlexiViT(BaseModule):
             (mean of patch tokens) or 'raw' (all tokens, (B, L, D)).
         output_cls_token: with 'featmap', return ``[featmap, cls]`` per index (mmseg).
         pretrained: path of a checkpoint to load in ``init_weights`` (FlexiViT
-            state dict, big_vision .npz, timm or open_clip file; see
-            ``flexitransfer.converters.load_pretrained``).
+            state dict, big_vision .npz, timm or open_clip file or hub directory,
+            .safetensors or torch; see ``flexitransfer.converters.load_pretrained``).
+        with_cp: activation checkpointing: in training with autograd on, each block's activations
+            are recomputed in backward instead of stored (same outputs and gradients, less memory).
     """
 
     max_cached_sizes = 32
@@ -112,6 +115,7 @@ class FlexiViT(BaseModule):
                  out_type: str = 'featmap',
                  output_cls_token: bool = False,
                  pretrained: Optional[str] = None,
+                 with_cp: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         if isinstance(arch, str):
@@ -147,6 +151,7 @@ class FlexiViT(BaseModule):
         self.out_type = out_type
         self.output_cls_token = output_cls_token
         self.pretrained = pretrained
+        self.with_cp = with_cp
 
         self.patch_embed = nn.Conv2d(in_channels, d, kernel_size=self.base_patch_size,
                                      stride=self.base_patch_size, bias=patch_bias)
@@ -178,11 +183,12 @@ class FlexiViT(BaseModule):
     def init_weights(self):
         if self.pretrained is not None:
             from ...converters import load_pretrained  # noqa: avoid a cycle at import
-            if not os.path.isfile(self.pretrained):
+            if not os.path.exists(self.pretrained):  # a file or a hub directory (config.json + weights)
                 raise FileNotFoundError(
                     f'FlexiViT pretrained checkpoint not found: {self.pretrained!r}. Download the '
-                    f'released weights and convert them with `python tools/convert_weights.py SRC DST '
-                    f'--from big_vision|timm|open_clip`, then point `pretrained` (or load_from) at DST.')
+                    f'released weights (a file or a hub directory) and point `pretrained` at them, or convert '
+                    f'them with `python tools/convert_weights.py SRC DST --from big_vision|timm|open_clip`, '
+                    f'then point `pretrained` (or load_from) at DST.')
             load_pretrained(self, self.pretrained)
             return
         if self.init_cfg is not None:
@@ -251,11 +257,16 @@ class FlexiViT(BaseModule):
         return int(self.cls_token is not None)
 
     # --------------------------------------------------------------- forward
+    def _run_block(self, blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.with_cp and self.training and torch.is_grad_enabled():
+            return checkpoint(blk, x, use_reentrant=False)
+        return blk(x)
+
     def forward_features(self, x: torch.Tensor, patch_size=None) -> torch.Tensor:
         """All tokens after the last block and the final norm, (B, [1+]N, D) (timm's name)."""
         x, _ = self.patchify(x, patch_size)
         for blk in self.blocks:
-            x = blk(x)
+            x = self._run_block(blk, x)
         return self.norm(x)
 
     def forward(self, x: torch.Tensor, patch_size=None):
@@ -264,7 +275,7 @@ class FlexiViT(BaseModule):
         npt, last = self.num_prefix_tokens, self.num_layers - 1
         outs = []
         for i, blk in enumerate(self.blocks):
-            x = blk(x)
+            x = self._run_block(blk, x)
             if i not in self.out_indices:
                 continue
             y = self.norm(x) if (self.final_norm and i == last) else x

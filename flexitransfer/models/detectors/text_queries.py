@@ -65,10 +65,20 @@ def batch_queries(per_image: List[Tuple[str, ...]], embed) -> Tuple[torch.Tensor
     return out, mask
 
 
+def split_prompt(text) -> Tuple[str, ...]:
+    """Queries from a sample's ``text``: a sequence of names, or one string in mmdet's grounding
+    convention ('red . green . blue .', as ``inference_detector(..., text_prompt=...)`` passes it)."""
+    if not isinstance(text, str):
+        return tuple(text)
+    parts = [t.strip() for t in (' ' + text.strip() + ' ').split(' . ')]
+    parts = [t[:-1].strip() if t.endswith(' .') or t == '.' else t for t in parts]
+    return tuple(t for t in parts if t)
+
+
 def sample_queries(data_samples: Optional[list], default: Optional[Sequence[str]], batch: int):
     """Each image's query strings: the sample's ``text`` (mmdet grounding convention) or the default."""
     if data_samples and all('text' in s for s in data_samples):
-        return [tuple([s.text] if isinstance(s.text, str) else s.text) for s in data_samples]
+        return [split_prompt(s.text) for s in data_samples]
     if default:
         return [tuple(default)] * batch
     raise ValueError('no text queries: data samples carry no `text` (use return_classes=True or '

@@ -7,6 +7,8 @@ from mmdet.models.detectors import Mask2Former
 from mmdet.registry import MODELS
 from torch import Tensor
 
+from ..layers.deform_attn import use_portable_deform_attn
+
 
 @MODELS.register_module()
 class FlexiMask2Former(Mask2Former):
@@ -16,7 +18,15 @@ class FlexiMask2Former(Mask2Former):
     places pyramid level s at ``ceil(H/s) x ceil(W/s)`` whatever the backbone's stride is.
     Everything else (losses, Hungarian matching, fusion, ``mode='tensor'`` without data samples)
     is mmdet's.
+
+    The pixel decoder's mmcv ``MultiScaleDeformableAttention`` modules are replaced by
+    ``FlexiMSDeformAttn`` (same weights): the compiled kernel only on devices where it exists, the
+    PyTorch implementation elsewhere, so the model also runs on a GPU with a CPU-only mmcv build.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        use_portable_deform_attn(self)
 
     def extract_feat(self, batch_inputs: Tensor) -> Tuple[Tensor, ...]:
         x = self.backbone(batch_inputs)

@@ -20,11 +20,11 @@ from torch import nn
 
 def load_open_clip_text_state(path: str) -> dict:
     """Text-tower tensors from a CLIP checkpoint file, with TextTransformer names."""
-    if not os.path.isfile(path):
+    from ...converters.reader import read_checkpoint  # every layout: .safetensors, .pth/.bin, hub directories
+    if not os.path.exists(path):
         raise FileNotFoundError(f'open_clip text checkpoint not found: {path!r} (save a CLIP state dict with '
                                 f'torch.save(model.state_dict(), path) where the hub is reachable)')
-    sd = torch.load(path, map_location='cpu', weights_only=True)
-    sd = sd.get('state_dict', sd)
+    sd = read_checkpoint(path).state_dict
     sd = {k.replace('module.', '', 1): v for k, v in sd.items()}
     if any(k.startswith('text.') for k in sd):  # CustomTextCLIP
         return {k[5:]: v for k, v in sd.items() if k.startswith('text.')}

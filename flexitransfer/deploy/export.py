@@ -9,7 +9,7 @@ What is exported is a function of the image batch alone (after the data preproce
 
 Outputs may be nested (tuples, lists, dicts of tensors); they are flattened into the
 graph's outputs and the nesting is stored in the ONNX metadata, so the runtime
-(:mod:`flexitransfer.deploy.runtime`) gives back what PyTorch gives. The batch axis is
+(:mod:`flexitransfer.deploy.session`) gives back what PyTorch gives. The batch axis is
 dynamic; the image size is the one the model was baked for (static).
 """
 from __future__ import annotations
@@ -17,18 +17,24 @@ from __future__ import annotations
 import contextlib
 import json
 import warnings
+from functools import partial
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
 from ..engine.patch import flexi_modules
-from ..models.backbones.flexivit import FlexiViT
+from ..models.backbones.flexivit import FlexiViT, check_patch_size
 from ..ops import to_2tuple
 
 EXPORT_TARGETS = ('tensor', 'backbone')
+
+
 EXPORTERS = ('dynamo', 'torchscript')
+
+
 META_PREFIX = 'flexitransfer.'
+
 
 
 # ------------------------------------------------------------------ output nesting
@@ -70,6 +76,7 @@ def unflatten(leaves: Sequence, spec):
     if next(it, None) is not None:
         raise ValueError('more outputs than the stored nesting describes')
     return out
+
 
 
 # ------------------------------------------------------------------ what is exported
@@ -120,7 +127,8 @@ def _uncached_resize(model: nn.Module):
             del m._resized
 
 
-# ------------------------------------------------------------------ export
+
+# ------------------------------------------------------------------ ONNX
 def export_onnx(model: nn.Module, img_size, path: str, target: str = 'tensor', exporter: str = 'dynamo',
                 opset: Optional[int] = None, in_channels: int = 3, meta: Optional[dict] = None) -> dict:
     """Write ``path`` (one self-contained .onnx file) and return the metadata stored in it.
@@ -180,14 +188,36 @@ def read_meta(path: str) -> dict:
     return out
 
 
-def check_onnx(path: str, model: nn.Module, inputs: Sequence[torch.Tensor], threads: Optional[int] = None) -> float:
-    """Max abs difference between the ONNX Runtime outputs of ``path`` and ``model``'s, over ``inputs``."""
-    from .bake import max_abs_diff
-    from .runtime import OnnxFunction
-    fn = OnnxFunction(path, threads=threads)
-    module = export_module(model, fn.meta['target']).eval()
-    diff = 0.0
-    with torch.no_grad():
-        for x in inputs:
-            diff = max(diff, max_abs_diff(module(x), fn(x)))
-    return diff
+
+# ------------------------------------------------------------------ timm
+def to_timm_vit(backbone: FlexiViT, img_size: Sequence[int]):
+    """Export a baked FlexiViT as a timm ``VisionTransformer`` (same tokens)."""
+    from timm.models.vision_transformer import VisionTransformer
+    patch = backbone.base_patch_size
+    if tuple(backbone.base_pos_grid) != check_patch_size(to_2tuple(img_size), patch):
+        raise ValueError('bake the backbone at this image size first (FlexiViT.baked / tools/resize_deploy.py)')
+    act = type(backbone.blocks[0].mlp.act)
+    t = VisionTransformer(
+        img_size=tuple(to_2tuple(img_size)), patch_size=patch, embed_dim=backbone.embed_dims,
+        depth=backbone.num_layers, num_heads=backbone.num_heads,
+        mlp_ratio=backbone.blocks[0].mlp.fc1.out_features / backbone.embed_dims,
+        class_token=backbone.cls_token is not None, no_embed_class=not backbone.pos_embed_cls,
+        pre_norm=not isinstance(backbone.norm_pre, nn.Identity), fc_norm=False, num_classes=0,
+        global_pool='token' if backbone.cls_token is not None else 'avg',
+        norm_layer=partial(nn.LayerNorm, eps=backbone.blocks[0].norm1.eps), act_layer=act,
+        dynamic_img_size=False)
+    sd = {k: v for k, v in backbone.state_dict().items() if k not in ('patch_embed.weight', 'patch_embed.bias',
+                                                                       'pos_embed', 'cls_pos_embed')}
+    sd['patch_embed.proj.weight'] = backbone.patch_embed.weight
+    if backbone.patch_embed.bias is not None:
+        sd['patch_embed.proj.bias'] = backbone.patch_embed.bias
+    pos = backbone.pos_embed
+    if backbone.pos_embed_cls:
+        pos = torch.cat([backbone.cls_pos_embed, pos], dim=1)
+    sd['pos_embed'] = pos
+    missing, unexpected = t.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.startswith('patch_embed.proj.bias')]
+    if missing or unexpected:
+        raise RuntimeError(f'timm export mismatch: missing {missing}, unexpected {unexpected}')
+    return t.eval()
+

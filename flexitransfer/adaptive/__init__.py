@@ -1,0 +1,22 @@
+"""Adaptive compute from one set of FlexiViT weights.
+
+* ``partition``: quadtree partitions (patches s, 2s, 4s) and the detail score;
+* ``mixed``: the mixed-patch forward (one sequence of tokens of several patch sizes, padded and
+  masked across a batch) and the way task models use it (``use_mixed_patches``);
+* ``cascade``: per-image anytime cascades over patch sizes (``FlexiCascade``) and their calibration.
+
+This package sits beside the engine's patch policy and under it: it imports models and ops only.
+"""
+from .cascade import (NEVER, CascadeResult, FlexiCascade, calibrate, classifier_logits_fn, confidence,
+                      load_thresholds, save_thresholds, simulate)
+from .cost import stage_gflops, uniform_tokens, vit_flops
+from .mixed import (MixedPatchPolicy, MixedTokens, forward_mixed, get_mixed_policy, mixed_tokens, set_mixed_policy,
+                    use_mixed_patches)
+from .partition import (allowed_levels, check_partition, laplacian_detail, partition_by_budget,
+                        partition_by_threshold, random_partition, token_count, uniform_partition)
+
+__all__ = ['NEVER', 'CascadeResult', 'FlexiCascade', 'calibrate', 'classifier_logits_fn', 'confidence',
+           'load_thresholds', 'save_thresholds', 'simulate', 'stage_gflops', 'uniform_tokens', 'vit_flops',
+           'MixedPatchPolicy', 'MixedTokens', 'forward_mixed', 'get_mixed_policy', 'mixed_tokens', 'set_mixed_policy',
+           'use_mixed_patches', 'allowed_levels', 'check_partition', 'laplacian_detail', 'partition_by_budget',
+           'partition_by_threshold', 'random_partition', 'token_count', 'uniform_partition']

@@ -1,0 +1,1 @@
+"""Measurements: training throughput and memory per patch size (``train``)."""

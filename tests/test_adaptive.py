@@ -1,0 +1,291 @@
+"""Adaptive compute: mixed patch sizes inside one image (quadtree partitions), the training hook,
+anytime cascades and their calibration. Tiny models, a few seconds in all."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from flexitransfer.adaptive import (MixedPatchPolicy, check_partition, forward_mixed, mixed_tokens,
+                                    partition_by_budget, partition_by_threshold, token_count, uniform_partition,
+                                    use_mixed_patches)
+from flexitransfer.models.backbones import FlexiViT
+
+from conftest import randomize
+
+S = 4     # finest patch
+IMG = 32  # levels 4, 8, 16
+
+
+def tiny(out_type='featmap', **kw):
+    m = FlexiViT(arch=dict(embed_dims=32, num_layers=2, num_heads=2), patch_size=S, base_patch_size=8,
+                 base_pos_grid=4, out_type=out_type, **kw)
+    return randomize(m).eval()
+
+
+def images(b=3, seed=0, h=IMG, w=IMG):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, 3, h, w, generator=g) * 0.3
+    x[:, :, : h // 2] = 0.5  # a flat top half: few tokens there
+    return x
+
+
+def forced_levels(b=1):
+    """Fine grid 8x8: top-left 16px cell coarse (level 2), top-right 16px cell split into four 8px
+    cells of which one is split into four 4px cells, bottom half all fine."""
+    lv = torch.zeros(b, 8, 8, dtype=torch.long)
+    lv[:, :4, :4] = 2
+    lv[:, :4, 4:] = 1
+    lv[:, 2:4, 6:8] = 0
+    return lv
+
+
+@pytest.mark.parametrize('level', [0, 1, 2])
+def test_uniform_partition_equals_plain_forward(level):
+    torch.manual_seed(0)
+    m = tiny(output_cls_token=True)
+    x = images()
+    p = S * 2 ** level
+    with torch.no_grad():
+        fmap, cls = m(x, p)[0]
+        lv = uniform_partition(x.shape[0], (IMG // S, IMG // S), level)
+        mfmap, mcls = forward_mixed(m, x, lv, S, 3)[0]
+    f = 2 ** level
+    assert (mcls - cls).abs().max() < 1e-5
+    up = fmap.repeat_interleave(f, -2).repeat_interleave(f, -1)  # a coarse token fills its cells
+    assert mfmap.shape == (3, 32, IMG // S, IMG // S)
+    assert (mfmap - up).abs().max() < 1e-5
+    assert token_count(lv).tolist() == [(IMG // p) ** 2] * 3
+
+
+@pytest.mark.parametrize('out_type', ['cls_token', 'avg', 'raw'])
+def test_uniform_partition_other_outputs(out_type):
+    m = tiny(out_type)
+    x = images(2)
+    with torch.no_grad():
+        ref = m(x, 2 * S)[0]
+        out = forward_mixed(m, x, uniform_partition(2, (8, 8), 1), S)[0]
+    if out_type == 'raw':  # class token + the dense map's tokens: compare the class token and a coarse token
+        assert out.shape == (2, 1 + 64, 32)
+        assert (out[:, 0] - ref[:, 0]).abs().max() < 1e-5
+        assert (out[:, 1] - ref[:, 1]).abs().max() < 1e-5 and (out[:, 2] - ref[:, 1]).abs().max() < 1e-5
+    else:
+        assert (out - ref).abs().max() < 1e-5
+
+
+def test_padding_and_masking_change_nothing():
+    m = tiny(output_cls_token=True)
+    x = images(3, seed=1)
+    lv = torch.stack([uniform_partition(1, (8, 8), 2)[0], forced_levels()[0], uniform_partition(1, (8, 8), 0)[0]])
+    with torch.no_grad():
+        mt = mixed_tokens(m, x, lv, S, 3)
+        assert mt.num_tokens.tolist() == [4, 40, 64]
+        assert mt.attn_mask is not None and mt.tokens.shape[1] == 1 + 64
+        fmap, cls = forward_mixed(m, x, lv, S, 3)[0]
+        for i in range(3):
+            f1, c1 = forward_mixed(m, x[i:i + 1], lv[i:i + 1], S, 3)[0]
+            assert (f1 - fmap[i:i + 1]).abs().max() < 1e-5
+            assert (c1 - cls[i:i + 1]).abs().max() < 1e-5
+
+
+def test_token_count_matches_partition():
+    lv = forced_levels(2)
+    check_partition(lv, 3)
+    # 1 coarse (16px) + 3 mid (8px) + 4 fine in the split 8px cell + 32 fine in the bottom half
+    assert token_count(lv).tolist() == [40, 40]
+    m = tiny()
+    with torch.no_grad():
+        mt = mixed_tokens(m, images(2), lv, S, 3)
+    assert mt.num_tokens.tolist() == [40, 40] and mt.tokens.shape[1] == 41 and mt.attn_mask is None
+    bad = lv.clone()
+    bad[0, 0, 0] = 1  # breaks the 4x4 block of the coarse cell
+    with pytest.raises(ValueError, match='aligned'):
+        check_partition(bad, 3)
+
+
+def test_forced_partition_scatter_back_cell_by_cell():
+    """Each fine cell of the dense output holds the output of the token that covers it: compare with the
+    token sequence computed independently (embedding each token by its own patch)."""
+    m = tiny('raw')
+    x = images(1, seed=2)
+    lv = forced_levels()
+    # the independent sequence: cls, then tokens listed (level, row, col) in level-then-raster order
+    toks, where = [], []
+    for k in range(3):
+        p = S * 2 ** k
+        g = IMG // p
+        w, pos = m._resize_now((p, p), (g, g))
+        for r in range(g):
+            for c in range(g):
+                if lv[0, r * 2 ** k, c * 2 ** k] == k and (lv[0, r * 2 ** k:(r + 1) * 2 ** k,
+                                                              c * 2 ** k:(c + 1) * 2 ** k] == k).all():
+                    patch = x[:, :, r * p:(r + 1) * p, c * p:(c + 1) * p]
+                    toks.append((patch * w).sum((1, 2, 3)) + m.patch_embed.bias + pos[0, r * g + c])
+                    where.append((k, r, c))
+    with torch.no_grad():
+        seq = torch.cat([m.cls_token, torch.stack(toks, 0)[None]], 1)
+        for blk in m.blocks:
+            seq = blk(seq)
+        seq = m.norm(seq)
+        m.out_type = 'featmap'
+        dense = forward_mixed(m, x, lv, S, 3)[0]
+    assert len(toks) == 40
+    for t, (k, r, c) in enumerate(where):
+        f = 2 ** k
+        for i in range(r * f, (r + 1) * f):
+            for j in range(c * f, (c + 1) * f):
+                assert (dense[0, :, i, j] - seq[0, 1 + t]).abs().max() < 1e-5, (k, r, c, i, j)
+
+
+def test_partitions_by_threshold_and_budget():
+    x = images(2, seed=3)
+    lv = partition_by_threshold(x, S, 0.0, 3)
+    check_partition(lv, 3)
+    assert (lv[:, :4] == 2).all()          # the flat top half stays coarse even at threshold 0
+    assert (lv[:, 4:] == 0).all()          # the noisy half splits down to the finest patch
+    assert (partition_by_threshold(x, S, 1e9, 3) == 2).all()
+    for budget in (4, 10, 25, 40, 64):
+        lv = partition_by_budget(x, S, budget, 3)
+        check_partition(lv, 3)
+        n = token_count(lv)
+        assert (n <= budget).all() and (n >= min(budget - 2, 64)).all()
+    assert (partition_by_budget(x, S, 1.0, 3) == 0).all()
+
+
+def test_task_models_use_mixed_patches():
+    from mmengine.registry import MODELS
+    clf = MODELS.build(dict(type='FlexiImageClassifier', num_classes=5, head_zero_init=False,
+                            backbone=dict(type='FlexiViT', arch=dict(embed_dims=32, num_layers=2, num_heads=2),
+                                          patch_size=8, base_patch_size=8, base_pos_grid=4)))
+    randomize(clf).eval()
+    x = images(2)
+    with torch.no_grad():
+        ref = clf(x)
+        with use_mixed_patches(clf, MixedPatchPolicy(S, level=1)):
+            out = clf(x)
+            mixed = clf.backbone.last_num_tokens
+        after = clf(x)
+    assert (out - ref).abs().max() < 1e-5 and torch.equal(after, ref)
+    assert mixed.tolist() == [16, 16]
+
+
+def test_segmentor_uses_mixed_patches():
+    from mmseg.registry import MODELS
+    seg = MODELS.build(dict(
+        type='EncoderDecoder',
+        backbone=dict(type='FlexiViT', arch=dict(embed_dims=32, num_layers=2, num_heads=2), patch_size=8,
+                      base_patch_size=8, base_pos_grid=4),
+        decode_head=dict(type='FCNHead', in_channels=32, channels=32, num_convs=0, concat_input=False,
+                         kernel_size=1, num_classes=3, align_corners=False)))
+    randomize(seg).eval()
+    x = images(2)
+    with torch.no_grad():
+        ref = seg(x, mode='tensor')  # logits at stride 8
+        with use_mixed_patches(seg, MixedPatchPolicy(S, level=1)):
+            out = seg(x, mode='tensor')  # logits at stride 4, each 8px token's logits filling its 2x2 cells
+    assert out.shape[-2:] == (8, 8) and ref.shape[-2:] == (4, 4)
+    assert (out - ref.repeat_interleave(2, -2).repeat_interleave(2, -1)).abs().max() < 1e-5
+
+
+def test_mixed_hook_draws_per_iteration_and_restores():
+    from types import SimpleNamespace
+    from flexitransfer.adaptive import get_mixed_policy
+    from flexitransfer.engine import MixedPartitionHook, draw_mixed_policy
+    a, b = draw_mixed_policy(7, [4, 8], seed=1), draw_mixed_policy(7, [4, 8], seed=1)
+    assert (a.base_patch, a.budget) == (b.base_patch, b.budget)  # every rank draws the same
+    draws = {(draw_mixed_policy(i, [4, 8]).base_patch, round(draw_mixed_policy(i, [4, 8]).budget, 6))
+             for i in range(20)}
+    assert len(draws) == 20 and {d[0] for d in draws} == {4, 8}
+    assert all(1 / 16 <= d[1] <= 1 for d in draws)
+    m = tiny('cls_token').train()
+    hub = SimpleNamespace(info={}, update_info=lambda k, v: hub.info.__setitem__(k, v))
+    runner = SimpleNamespace(model=m, iter=3, message_hub=hub)
+    hook = MixedPartitionHook(base_patches=[S], seed=0)
+    hook.before_train_iter(runner, 0)
+    assert get_mixed_policy(m).budget == hub.info['mixed_budget']
+    x = images(2)
+    out = m(x)[0]
+    out.sum().backward()  # gradients flow through the mixed forward into the stored kernel
+    assert m.patch_embed.weight.grad.abs().sum() > 0
+    assert (m.last_num_tokens <= round(hub.info['mixed_budget'] * 64)).all()
+    hook.before_val(runner)
+    assert get_mixed_policy(m) is None and 'forward' not in m.__dict__
+
+
+# ------------------------------------------------------------------------------------------ cascade
+def _brute_cascade(conf, correct, costs, thr):
+    """One image at a time, as the cascade runs."""
+    hits, spent = 0, 0.0
+    for n in range(conf.shape[1]):
+        for i in range(conf.shape[0]):
+            spent += costs[i]
+            if i == conf.shape[0] - 1 or conf[i, n] >= thr[i]:
+                hits += correct[i, n]
+                break
+    return 100.0 * hits / conf.shape[1], spent / conf.shape[1]
+
+
+@pytest.mark.parametrize('mode', ['target', 'budget'])
+def test_calibration_picks_the_cheapest_thresholds(mode):
+    from flexitransfer.adaptive import NEVER, calibrate
+    rng = np.random.default_rng(0)
+    k, n = 3, 40
+    logits = torch.tensor(rng.normal(size=(k, n, 4)) * np.array([1.0, 2.0, 3.0])[:, None, None])
+    labels = torch.tensor(rng.integers(0, 4, n))
+    prob = logits.softmax(-1)
+    conf = prob.max(-1).values.numpy()
+    correct = (prob.argmax(-1) == labels).numpy()
+    costs = [1.0, 4.0, 16.0]
+    cands = [np.concatenate([[0.0], np.unique(conf[i]), [NEVER]]) for i in range(k - 1)]
+    sims = [(t, *_brute_cascade(conf, correct, costs, t)) for t in itertools.product(*cands)]
+    if mode == 'target':
+        goal = 0.5 * (max(a for _, a, _ in sims) + min(a for _, a, _ in sims))
+        res = calibrate(conf, correct, costs, target_acc=goal, num_candidates=None)
+        best_cost = min(c for _, a, c in sims if a >= goal - 1e-9)
+        assert res.met and res.accuracy >= goal - 1e-9 and res.mean_cost == pytest.approx(best_cost)
+    else:
+        budget = 6.0
+        res = calibrate(conf, correct, costs, budget=budget, num_candidates=None)
+        best_acc = max(a for _, a, c in sims if c <= budget)
+        assert res.met and res.mean_cost <= budget and res.accuracy == pytest.approx(best_acc)
+    acc, cost = _brute_cascade(conf, correct, costs, res.thresholds)
+    assert (acc, cost) == pytest.approx((res.accuracy, res.mean_cost))
+    assert sum(res.stop_fraction) == pytest.approx(1.0)
+
+
+def test_cascade_extremes_equal_the_single_patch_models(tmp_path):
+    from mmengine.registry import MODELS
+    from flexitransfer.adaptive import FlexiCascade, load_thresholds, save_thresholds
+    clf = MODELS.build(dict(type='FlexiImageClassifier', num_classes=5, head_zero_init=False,
+                            backbone=dict(type='FlexiViT', arch=dict(embed_dims=32, num_layers=2, num_heads=2),
+                                          patch_size=8, base_patch_size=8, base_pos_grid=4)))
+    randomize(clf).eval()
+    x = images(6, seed=4)
+
+    def at(p):
+        clf.backbone.patch_size = (p, p)
+        with torch.no_grad():
+            return clf(x)
+    coarse, fine = at(16), at(4)
+    out, stage = FlexiCascade(clf, [16, 8, 4], [0.0, 0.0])(x)
+    assert (out - coarse).abs().max() < 1e-5 and (stage == 0).all()
+    out, stage = FlexiCascade(clf, [16, 8, 4], [1.5, 1.5])(x)
+    assert (out - fine).abs().max() < 1e-5 and (stage == 2).all()
+    # in between: each image's logits are those of its own stopping stage, whatever left the batch
+    mid = at(8)
+    thr = float(torch.softmax(coarse, -1).max(-1).values.median())
+    out, stage = FlexiCascade(clf, [16, 8, 4], [thr, 0.0])(x)
+    assert 0 < int((stage == 0).sum()) < 6 and set(stage.tolist()) == {0, 1}
+    assert (out - torch.where((stage == 0)[:, None], coarse, mid)).abs().max() < 1e-5
+    out, stage = FlexiCascade(clf, [16, 8, 4], [thr, 1.5])(x)
+    assert (out - torch.where((stage == 0)[:, None], coarse, fine)).abs().max() < 1e-5
+    save_thresholds(str(tmp_path / 'c.json'), [16, 8, 4], [thr, 1.5], note='x')
+    assert load_thresholds(str(tmp_path / 'c.json'))['thresholds'] == [thr, 1.5]
+
+
+def test_mixed_hook_builds_from_a_config():
+    from mmengine.registry import HOOKS
+    hook = HOOKS.build(dict(type='MixedPartitionHook', base_patches=[10, 12], num_levels=3, seed=1))
+    assert hook.base_patches == [10, 12] and hook.seed == 1
+    with pytest.raises(ValueError, match='positive'):
+        HOOKS.build(dict(type='MixedPartitionHook', base_patches=[0]))

@@ -1,0 +1,237 @@
+"""The one way in (flexitransfer.apis) and the OpenMMLab entry points users already know.
+
+- Strict loading: a checkpoint missing a head tensor is refused, with the tensor's name, by the API
+  and by every tool that loads a checkpoint (some loaded it partially in silence before).
+- Inference: ``apis.inference_model``, mmseg's ``inference_model`` / ``MMSegInferencer`` and mmdet's
+  ``inference_detector`` / ``DetInferencer`` give, on the same image and at the patch the user
+  picks, the predictions of tools/test.py's path (config prepared by the API, checkpoint loaded
+  strictly, the test dataloader's batch through ``test_step``).
+"""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, det_opts, pan_opts
+
+SEG = 'configs/seg/tiny_seg_flexi.py'
+PAN = 'configs/panoptic/tiny_panoptic_flexi.py'
+DET = 'configs/det/tiny_owl_det.py'
+DET_CLASSES = ('red', 'green', 'blue', 'yellow')
+
+
+def _opts_dict(opts):
+    """The string-valued --cfg-options (data roots, annotation files) as a dict for load_config."""
+    return {k: v for k, v in (o.split('=', 1) for o in opts) if not v.isdigit() and v not in ('True', 'False')}
+
+
+def _test_path_predictions(config, ckpt, opts, patch):
+    """Predictions for the first test batch as tools/test.py computes them (same API calls)."""
+    from flexitransfer.apis import build_test_runner, load_config
+    from flexitransfer.engine import set_patch_size
+    cfg = load_config(osp.join(ROOT, config), _opts_dict(opts))
+    cfg.test_dataloader.num_workers = 0
+    cfg.test_dataloader.persistent_workers = False
+    runner = build_test_runner(cfg, ckpt, patch_sizes=[patch], log_level='WARNING')
+    set_patch_size(runner.model, patch)
+    runner.model.eval()
+    batch = next(iter(runner.test_dataloader))
+    with torch.no_grad():
+        preds = runner.model.test_step(batch)
+    return preds[0], preds[0].img_path
+
+
+# ----------------------------------------------------------------------------- strict loading
+def _checkpoint_without(config, path, drop_prefix, cfg_options=None):
+    """A checkpoint of ``config``'s model (random weights) lacking the tensors under ``drop_prefix``."""
+    from flexitransfer.apis import init_model
+    model = init_model(osp.join(ROOT, config), cfg_options=cfg_options)
+    state = model.state_dict()
+    dropped = sorted(k for k in state if k.startswith(drop_prefix))
+    assert dropped, (drop_prefix, list(state)[:10])
+    torch.save({'state_dict': {k: v for k, v in state.items() if k not in dropped}, 'meta': {}}, path)
+    return dropped[0]
+
+
+@pytest.fixture(scope='module')
+def seg_without_head(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('broken') / 'seg_no_head.pth')
+    return path, _checkpoint_without(SEG, path, 'decode_head.')
+
+
+def test_init_model_is_strict(seg_without_head, tmp_path):
+    from flexitransfer.apis import init_model
+    path, name = seg_without_head
+    with pytest.raises(ValueError, match=rf"lacks \d+ of this .*{name.replace('.', '[.]')}"):
+        init_model(osp.join(ROOT, SEG), path)
+    model = init_model(osp.join(ROOT, SEG), path, strict=False)  # opting out loads what is there
+    assert model.training is False
+    # an unexpected tensor is refused too (a checkpoint of another config)
+    state = torch.load(path, weights_only=True)['state_dict']
+    full = init_model(osp.join(ROOT, SEG)).state_dict()
+    state.update({k: v for k, v in full.items() if k not in state}, **{'extra_head.weight': torch.zeros(3)})
+    other = str(tmp_path / 'extra.pth')
+    torch.save({'state_dict': state}, other)
+    with pytest.raises(ValueError, match='extra_head.weight'):
+        init_model(osp.join(ROOT, SEG), other)
+
+
+def _run_failing(*args, timeout=600):
+    res = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                         env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert res.returncode != 0, f'{args[0]} accepted a checkpoint that lacks tensors:\n{res.stdout[-1500:]}'
+    return res.stdout + res.stderr
+
+
+TOOLS = {
+    'test': lambda c, img, out: ['tools/test.py', SEG, c, '--patch', '8', '--work-dir', out],
+    'resize_deploy': lambda c, img, out: ['tools/resize_deploy.py', SEG, c, '--patch', '8', '--out', out],
+    'analyze': lambda c, img, out: ['tools/analyze.py', SEG, c, '--patch', '8', '24', '--images', img, img, img, img,
+                                    '--out', out],
+    'benchmark': lambda c, img, out: ['tools/benchmark.py', '--model', 'seg', SEG, c, '--patch', '24', '--runs', '1',
+                                      '--out', osp.join(out, 'bench')],
+    'deploy_evaluate': lambda c, img, out: ['-c', 'import sys; sys.path.insert(0, "."); import flexitransfer; '
+                                            'from flexitransfer.apis import load_config; '
+                                            'from flexitransfer.deploy import evaluate; '
+                                            f'evaluate(load_config("{SEG}"), "{c}", patch_sizes=[8])'],
+}
+
+
+@pytest.mark.parametrize('tool', sorted(TOOLS))
+def test_every_tool_refuses_a_checkpoint_missing_a_head_tensor(tool, seg_without_head, seg_toy_data, tmp_path):
+    path, name = seg_without_head
+    img = osp.join(seg_toy_data, 'images', 'validation', sorted(os.listdir(osp.join(seg_toy_data, 'images',
+                                                                                   'validation')))[0])
+    log = _run_failing(*TOOLS[tool](path, img, str(tmp_path)))
+    assert name in log and 'lacks' in log, log[-3000:]
+
+
+@pytest.mark.parametrize('tool', ['detect', 'panoptic_overlay'])
+def test_detection_tools_refuse_a_checkpoint_missing_a_head_tensor(tool, tmp_path, pan_toy):
+    config, prefix = (DET, 'box_head.') if tool == 'detect' else (PAN, 'panoptic_head.cls_embed')
+    path = str(tmp_path / 'broken.pth')
+    name = _checkpoint_without(config, path, prefix)
+    img = osp.join(pan_toy, 'val2017', sorted(os.listdir(osp.join(pan_toy, 'val2017')))[0])
+    args = (['tools/detect.py', img, '--queries', 'red', '--checkpoint', path, '--out', str(tmp_path / 'o.png')]
+            if tool == 'detect' else ['tools/panoptic_overlay.py', PAN, path, img, '--out', str(tmp_path)])
+    log = _run_failing(*args)
+    assert name in log and 'lacks' in log, log[-3000:]
+
+
+# ----------------------------------------------------------------------------- inference, every entry point
+def test_segmentation_entry_points_match_the_test_path(trained_seg, seg_toy_data):
+    """apis / mmseg inference_model / MMSegInferencer at p = 8 on a file and as an array: the labels
+    tools/test.py's path predicts for that image (and another patch gives other labels)."""
+    import mmcv
+    from mmseg.apis import MMSegInferencer
+    from mmseg.apis import inference_model as mmseg_inference
+    from mmseg.apis import init_model as mmseg_init
+
+    from flexitransfer.apis import inference_model, init_model, set_patch_size
+    ckpt, _ = trained_seg
+    ref, img = _test_path_predictions(SEG, ckpt, [f'test_dataloader.dataset.data_root={seg_toy_data}'], 8)
+    want = ref.pred_sem_seg.data
+    model = init_model(osp.join(ROOT, SEG), ckpt, patch_size=8)
+    got = {'apis file': inference_model(model, img).pred_sem_seg.data,
+           'apis array': inference_model(model, mmcv.imread(img)).pred_sem_seg.data}
+    at24 = inference_model(model, img, patch_size=24).pred_sem_seg.data
+    assert tuple(model.backbone.patch_size) == (8, 8)  # a per-call patch is restored after the call
+    mm = mmseg_init(osp.join(ROOT, SEG), ckpt, device='cpu')
+    set_patch_size(mm, 8)
+    got['mmseg inference_model'] = mmseg_inference(mm, img).pred_sem_seg.data
+    inferencer = MMSegInferencer(model=osp.join(ROOT, SEG), weights=ckpt, device='cpu')
+    set_patch_size(inferencer.model, 8)
+    got['MMSegInferencer'] = inferencer(img, return_datasamples=True).pred_sem_seg.data
+    for k, v in got.items():
+        assert torch.equal(v, want), k
+    assert len(torch.unique(want)) > 1 and not torch.equal(at24, want)
+
+
+def test_panoptic_entry_points_match_the_test_path(tiny_pan_ckpt, pan_toy):
+    from mmdet.apis import DetInferencer, inference_detector, init_detector
+
+    from flexitransfer.apis import inference_model, init_model, set_patch_size
+    ref, img = _test_path_predictions(PAN, tiny_pan_ckpt, pan_opts(pan_toy), 12)
+    want = ref.pred_panoptic_seg.sem_seg
+    model = init_model(osp.join(ROOT, PAN), tiny_pan_ckpt, patch_size=12)
+    got = {'apis': inference_model(model, img).pred_panoptic_seg.sem_seg}
+    mm = init_detector(osp.join(ROOT, PAN), tiny_pan_ckpt, device='cpu',
+                       cfg_options=_opts_dict(pan_opts(pan_toy)))
+    set_patch_size(mm, 12)
+    got['mmdet inference_detector'] = inference_detector(mm, img).pred_panoptic_seg.sem_seg
+    inferencer = DetInferencer(model=osp.join(ROOT, PAN), weights=tiny_pan_ckpt, device='cpu', show_progress=False)
+    set_patch_size(inferencer.model, 12)
+    res = inferencer(img, return_datasamples=True, no_save_vis=True, no_save_pred=True)
+    got['DetInferencer'] = res['predictions'][0].pred_panoptic_seg.sem_seg
+    for k, v in got.items():
+        assert torch.equal(v, want), k
+    assert len(torch.unique(want)) > 2
+
+
+def test_detection_entry_points_match_the_test_path(trained_det, det_data):
+    """Open-vocabulary detection with the queries as texts: apis (texts=...), mmdet's
+    inference_detector (text_prompt in mmdet's 'a . b .' convention) and DetInferencer (texts=...)."""
+    from mmdet.apis import DetInferencer, inference_detector, init_detector
+
+    from flexitransfer.apis import inference_model, init_model, set_patch_size
+    ckpt, _ = trained_det
+    opts = det_opts(det_data, osp.join(det_data, 'annotations', 'instances_val2017.json'))
+    ref, img = _test_path_predictions(DET, ckpt, opts, 16)
+    want = ref.pred_instances
+    model = init_model(osp.join(ROOT, DET), ckpt, patch_size=16)
+    got = {'apis': inference_model(model, img, texts=DET_CLASSES).pred_instances}
+    mm = init_detector(osp.join(ROOT, DET), ckpt, device='cpu', cfg_options=_opts_dict(opts))
+    set_patch_size(mm, 16)
+    got['mmdet inference_detector'] = inference_detector(mm, img, text_prompt=' . '.join(DET_CLASSES) + ' .'
+                                                         ).pred_instances
+    inferencer = DetInferencer(model=osp.join(ROOT, DET), weights=ckpt, device='cpu', show_progress=False)
+    set_patch_size(inferencer.model, 16)
+    res = inferencer(img, texts=' . '.join(DET_CLASSES), return_datasamples=True, no_save_vis=True,
+                     no_save_pred=True)
+    got['DetInferencer'] = res['predictions'][0].pred_instances
+    assert len(want) > 0
+    for k, v in got.items():
+        assert torch.equal(v.labels, want.labels), k
+        torch.testing.assert_close(v.scores, want.scores, atol=1e-5, rtol=0, msg=k)
+        torch.testing.assert_close(v.bboxes, want.bboxes, atol=1e-3, rtol=0, msg=k)
+
+
+def test_classification_and_lit_inference(tmp_path):
+    """inference_model returns each task's data samples (random weights: the contract, not the accuracy):
+    classification scores sum to one and agree with the model's logits; LiT with texts scores them."""
+    from flexitransfer.apis import inference_model, init_model
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    cls = init_model(osp.join(ROOT, 'configs/cls/tiny_cls_flexi.py'), patch_size=10)
+    torch.nn.init.normal_(cls.head.weight)
+    s = inference_model(cls, img)
+    x = cls.data_preprocessor({'inputs': [torch.from_numpy(
+        __import__('cv2').resize(img, (60, 60)).transpose(2, 0, 1).copy())]}, False)['inputs']
+    with torch.no_grad():
+        want = cls(x, mode='tensor').softmax(-1)[0]
+    torch.testing.assert_close(s.pred_score, want, atol=1e-5, rtol=0)
+    lit = init_model(osp.join(ROOT, 'configs/retrieval/tiny_lit_flexi.py'))
+    img60 = img[:60, :60]  # the tiny LiT's test pipeline does not resize
+    out = inference_model(lit, [img60, img60], texts=['a red circle', 'a blue square'])
+    assert len(out) == 2 and out[0].pred_score.shape == (2,) and abs(float(out[0].pred_score.sum()) - 1) < 1e-5
+    torch.testing.assert_close(out[0].img_emb, out[1].img_emb)
+
+
+def test_init_model_reads_a_whole_model_safetensors_file(tmp_path):
+    """A trained model shared as model.safetensors (the hubs' format) loads through the same strict path."""
+    from safetensors.torch import save_file
+
+    from flexitransfer.apis import init_model
+    src = init_model(osp.join(ROOT, SEG))
+    path = str(tmp_path / 'model.safetensors')
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, path)
+    got = init_model(osp.join(ROOT, SEG), path)
+    for k, v in src.state_dict().items():
+        assert torch.equal(v, got.state_dict()[k]), k
+    save_file({k: v.contiguous() for k, v in src.state_dict().items() if not k.startswith('decode_head.')}, path)
+    with pytest.raises(ValueError, match='lacks'):
+        init_model(osp.join(ROOT, SEG), path)
