@@ -66,7 +66,7 @@ def main():
     img, lines = draw(a.image, sample, a.queries, a.score_thr, a.max_boxes, a.upscale)
     out = a.out or osp.splitext(a.image)[0] + '_det.png'
     img.save(out)
-    grid = model.backbone.last_grid
+    grid = model.backbone.grid_size(sample.metainfo['batch_input_shape'])  # the padded input the model saw
     print(f'wrote {out}: {len(lines)} boxes with score >= {a.score_thr} (patch {model.backbone.patch_size[0]}, '
           f'{grid[0]}x{grid[1]} tokens)')
     print('\n'.join(lines))

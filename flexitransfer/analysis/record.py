@@ -83,7 +83,7 @@ def record(backbone: nn.Module, x: torch.Tensor, attention: bool = True) -> Reco
     finally:
         for h in handles:
             h.remove()
-    rec.grid = tuple(backbone.last_grid)
+    rec.grid = backbone.grid_size(x.shape[-2:])
     for name in layer_names(len(backbone.blocks)):
         rec.tokens[name] = store[name]
     rec.attn = [attn_store[i] for i in sorted(attn_store)]

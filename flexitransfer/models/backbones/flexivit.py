@@ -131,6 +131,9 @@ class FlexiViT(BaseModule):
             raise ValueError(f'out_type must be one of {_OUT_TYPES}, got {out_type!r}')
         if out_type == 'cls_token' and not with_cls_token:
             raise ValueError("out_type='cls_token' needs with_cls_token=True")
+        if output_cls_token and not with_cls_token:
+            raise ValueError('output_cls_token=True needs with_cls_token=True (without a class token the first '
+                             'patch token would be returned as "cls"); set with_cls_token=True or drop output_cls_token')
         if act not in _ACTS:
             raise ValueError(f'act must be one of {sorted(_ACTS)}, got {act!r}')
 
@@ -237,12 +240,20 @@ class FlexiViT(BaseModule):
         self._resize_cache.clear()  # .to()/.cuda()/.half(): cached tensors are stale
         return super()._apply(fn, *args, **kwargs)
 
+    def grid_size(self, img_hw, patch_size=None) -> Tuple[int, int]:
+        """The token grid of an (H, W) input at ``patch_size`` (default: the current one), or a clear error.
+        Heads that depend on the grid (OWL-ViT's box prior) compute it here from their input."""
+        patch = to_2tuple(patch_size) if patch_size is not None else self.patch_size
+        return check_patch_size(tuple(img_hw), patch)
+
     def patchify(self, x: torch.Tensor, patch_size=None) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Patch + position embedding: tokens (B, [1+]N, D) before the blocks, and the grid."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}')
         patch = to_2tuple(patch_size) if patch_size is not None else self.patch_size
         grid = check_patch_size(tuple(x.shape[-2:]), patch)
+        # the grid of the last forward, for one reader: the multi-patch test loop's token count (every
+        # other user computes it from its input with ``grid_size``)
         self.last_grid = grid
         weight, pos = self._resized(patch, grid)
         x = F.conv2d(x, weight, self.patch_embed.bias, stride=patch)

@@ -66,8 +66,14 @@ class FlexiDistiller(BaseModel):
     def copy_teacher_into_student(self):
         from ...converters import load_state_into
         load_state_into(self.student.backbone, self.teacher.backbone.state_dict())
-        if hasattr(self.teacher, 'head') and self.teacher.head.weight.shape == self.student.head.weight.shape:
-            self.student.head.load_state_dict(self.teacher.head.state_dict())
+        if not hasattr(self.teacher, 'head'):
+            return
+        t, st = tuple(self.teacher.head.weight.shape), tuple(self.student.head.weight.shape)
+        if t != st:
+            raise ValueError(f'FlexiDistiller(init_student_from_teacher=True): the teacher head {t} cannot initialise '
+                             f'the student head {st} (classes x dims differ); give both the same num_classes and '
+                             f'width, or set init_student_from_teacher=False')
+        self.student.head.load_state_dict(self.teacher.head.state_dict())
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -65,7 +65,7 @@ class OWLViTDetector(BaseDetector):
     def extract_feat(self, inputs: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Merged patch tokens (B, gh*gw, D) and the token grid (gh, gw)."""
         tokens = self.backbone(inputs)[0]
-        grid = self.backbone.last_grid
+        grid = self.backbone.grid_size(inputs.shape[-2:])
         return self.layer_norm(tokens[:, 1:] * tokens[:, :1]), grid
 
     def encode_queries(self, per_image: List[Tuple[str, ...]]) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -43,6 +43,8 @@ class LiT(BaseModel):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if loss not in ('clip', 'siglip'):
             raise ValueError(f"loss must be 'clip' or 'siglip', got {loss!r}")
+        if pool not in ('tok', 'gap'):
+            raise ValueError(f"LiT pool must be 'tok' (class token) or 'gap' (mean of patch tokens), got {pool!r}")
         self.backbone = MODELS.build(dict(image_backbone, out_type='cls_token' if pool == 'tok' else 'avg',
                                           out_indices=-1))
         d = self.backbone.embed_dims
