@@ -5,7 +5,6 @@ import re
 import subprocess
 import sys
 
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -194,14 +193,10 @@ def test_resize_deploy_onnx_int8_metric_table(tmp_path, random_seg_ckpt, seg_toy
 
 
 @pytest.fixture
-def benchmark_tool(monkeypatch):
-    """tools/benchmark.py as a module (its functions run in this process: no second interpreter start)."""
-    import importlib.util
-    monkeypatch.syspath_prepend(osp.join(ROOT, 'tools'))  # for its `import _bootstrap`
-    spec = importlib.util.spec_from_file_location('ft_tool_benchmark', osp.join(ROOT, 'tools', 'benchmark.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def benchmark_tool():
+    """The benchmark engine behind tools/benchmark.py (its functions run in this process)."""
+    from flexitransfer.benchmark import tasks
+    return tasks
 
 
 def test_benchmark_runtimes_and_budget_pick(tmp_path, random_seg_ckpt, seg_toy_data, benchmark_tool, monkeypatch):

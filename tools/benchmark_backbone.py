@@ -12,7 +12,7 @@ import _bootstrap  # noqa: F401
 import torch
 
 from flexitransfer.models.backbones import DEFAULT_PATCH_SIZES, FlexiViT
-from flexitransfer.utils import interleaved_median_ms
+from flexitransfer.benchmark.timing import interleaved_median_ms
 
 
 def main():

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from flexitransfer.deploy import OnnxFunction, export_onnx, max_abs_diff, quantize_int8
-from flexitransfer.deploy.speed import count_flops, gemm_fn, gemm_gflops, interleaved_ms
+from flexitransfer.benchmark.timing import count_flops, gemm_fn, gemm_gflops, interleaved_ms
 from flexitransfer.models.backbones import FlexiViT
 
 

@@ -36,11 +36,9 @@ from flexitransfer.deploy import (EXPORT_TARGETS, EXPORTERS, OnnxFunction, bake_
                                   evaluate, export_module, export_onnx, has_predictor, infer_img_size, max_abs_diff,
                                   quantize_int8, test_inputs, to_timm_vit)
 from flexitransfer.engine import flexi_modules, set_patch_size
+from flexitransfer.evaluation.main_metric import main_metric
 from flexitransfer.ops import to_2tuple
-from flexitransfer.utils import interleaved_median_ms
-
-MAIN_METRICS = ('mIoU', 'top1', 'mean_R@1', 'PQ', 'bbox_mAP', 'AP')
-
+from flexitransfer.benchmark.timing import interleaved_median_ms
 
 def forward(model, x):
     return model(x, mode='tensor')
@@ -169,7 +167,7 @@ def metric_table(results: dict, ptag: str) -> str:
     for k in keys:
         t, o, q = (results[r].get(k, float('nan')) for r in ('torch', 'onnxruntime', 'onnxruntime-int8'))
         lines.append(f'| {k} | {t:.2f} | {o:.2f} | {q:.2f} | {t - q:+.2f} |')
-    main = next((k for m in MAIN_METRICS for k in keys if k.split('/')[-1] == m), keys[0])
+    main = main_metric(keys)
     t, q = results['torch'][main], results['onnxruntime-int8'].get(main, float('nan'))
     lines.append(f'\nint8 metric drop: {main} {t:.2f} -> {q:.2f} (drop {t - q:+.2f})')
     return '\n'.join(lines)

@@ -1,0 +1,240 @@
+"""The cross-task speed/accuracy benchmark: per model, runtime and patch size the task metric
+(the config's test set through the multi-patch loop; for ONNX runtimes the exported graph inside
+the task model), GFLOPs, parameters, latency, throughput and peak memory; the table, CSV and plot;
+the (patch, runtime) pick under a latency budget. ``tools/benchmark.py`` is argparse + :func:`run`.
+
+Each model is measured in a fresh process (``python -m flexitransfer.benchmark.tasks``), so its
+peak-RSS growth is its own; per patch the runtimes are timed interleaved in that process.
+"""
+import json
+import os.path as osp
+import resource
+import subprocess
+import sys
+import tempfile
+
+from ..evaluation.main_metric import main_metric
+
+RUNTIMES = ('torch', 'torch-bf16', 'torch-fp16', 'onnxruntime', 'onnxruntime-int8')
+TINY = [  # name, config, checkpoint, toy data kind (tools/make_toy_data.py) to train it if missing
+    ('seg', 'configs/seg/tiny_seg_flexi.py', 'work_dirs/tiny_seg_flexi/iter_300.pth', 'seg'),
+    ('cls', 'configs/cls/tiny_cls_flexi.py', 'work_dirs/tiny_cls_flexi/epoch_8.pth', 'cls'),
+    ('retrieval', 'configs/retrieval/tiny_lit_flexi.py', 'work_dirs/tiny_lit_flexi/epoch_25.pth', 'captions'),
+    ('panoptic', 'configs/panoptic/tiny_panoptic_flexi.py', 'work_dirs/tiny_panoptic_flexi/iter_200.pth', 'panoptic'),
+    ('det', 'configs/det/tiny_owl_det.py', 'work_dirs/tiny_owl_det/iter_300.pth', 'det'),
+]
+
+
+def resolve_runtimes(requested, device):
+    """The runtimes to measure on ``device``: as asked (checked), or torch fp32 plus the autocast
+    dtypes the device runs natively (CUDA: bf16 / fp16; a CPU only where it has bf16 / fp16 units)."""
+
+    from ..deploy import autocast_dtypes, check_autocast
+    if not requested:
+        return ['torch'] + ([f'torch-{d}' for d in autocast_dtypes(device)] if device.type == 'cuda' else [])
+    for r in requested:
+        if r.startswith('torch-'):
+            try:
+                check_autocast(r[len('torch-'):], device)
+            except ValueError as e:
+                raise SystemExit(f'--runtime {r}: {e}')
+    return list(dict.fromkeys(requested))
+
+
+def make_forward(runtime, model, patch, img, tmp, dev, exporter='dynamo'):
+    """``fn(x)`` running ``model`` at ``patch`` in ``runtime``; for ONNX runtimes also the graph's path."""
+    import torch
+
+    from ..deploy import AUTOCAST_DTYPES, OnnxFunction, bake_model, export_onnx, quantize_int8
+    from ..deploy import has_predictor
+    if runtime == 'torch':
+        return (lambda x: model(x, mode='tensor')), None
+    if runtime.startswith('torch-'):
+        dtype = AUTOCAST_DTYPES[runtime[len('torch-'):]]
+
+        def fwd(x):
+            with torch.autocast(dev.type, dtype=dtype):
+                return model(x, mode='tensor')
+        return fwd, None
+    path = osp.join(tmp, f'p{patch}.onnx')
+    target = 'tensor' if has_predictor(model) else 'backbone'
+    if not osp.exists(path):
+        baked = bake_model(model, patch, img).cpu().eval()
+        export_onnx(baked, img, path, target=target, exporter=exporter, meta=dict(patch_size=[patch, patch]))
+    if runtime == 'onnxruntime-int8':
+        qpath = osp.join(tmp, f'p{patch}_int8.onnx')
+        quantize_int8(path, qpath)
+        path = qpath
+    if target == 'backbone':  # time the whole model (neck + head in torch) on the ONNX backbone, as torch's row
+        import copy
+
+        from ..deploy import install_onnx
+        full = copy.deepcopy(model).cpu().eval()
+        install_onnx(full, path)
+        return (lambda x: full(x.cpu(), mode='tensor')), path
+    fn = OnnxFunction(path)
+    return (lambda x: fn(x.cpu())), path
+
+
+def measure_one(name, config, checkpoint, patches, runs, tp_batch, data_root=None, runtimes=None,
+                exporter='dynamo'):
+    """Runs in its own process: speed and memory first (increasing tokens), then the metric.
+
+    Per patch, the runtimes are timed interleaved (round-robin, alternating order), so their
+    ratios hold even when the machine is busy."""
+    import torch
+
+    from ..apis import build_test_runner, load_config, prepare_test_cfg
+    from ..deploy import AUTOCAST_DTYPES, evaluate, infer_img_size
+    from ..benchmark.timing import count_flops, interleaved_ms
+    from ..engine import flexi_modules, set_patch_size
+
+    cfg = load_config(config)
+    cfg = prepare_test_cfg(cfg, patch_sizes=list(patches) if patches else None,
+                           work_dir=tempfile.mkdtemp(prefix='bench_'), data_root=data_root, log_level='WARNING')
+    img = infer_img_size(cfg)
+    if img is None:
+        raise SystemExit(f'{config}: cannot tell its input size (set img_size in the config)')
+    runner = build_test_runner(cfg, checkpoint, prepared=True)  # strict: a missing tensor is an error naming it
+    model = runner.model.eval()
+    chans = flexi_modules(model)[0].in_channels  # the config's channel count (1 for the digits models)
+    dev = next(model.parameters()).device
+    runtimes = resolve_runtimes(runtimes, dev)
+    cuda = dev.type == 'cuda'
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    patch_list = sorted(cfg.test_cfg['patch_sizes'], key=lambda p: -p)  # increasing tokens
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    speed, onnx_paths = {}, {}
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tmp = tempfile.mkdtemp(prefix='bench_onnx_')
+    with torch.no_grad():
+        for p in patch_list:
+            set_patch_size(model, p)
+            x1 = torch.randn(1, chans, *img, device=dev)
+            xb = torch.randn(tp_batch, chans, *img, device=dev)
+            fwd, mem = {}, {}
+            for rt in runtimes:
+                fwd[rt], onnx_paths[(rt, p)] = make_forward(rt, model, p, img, tmp, dev, exporter)
+                ondev = cuda and rt.startswith('torch')
+                if ondev:
+                    torch.cuda.reset_peak_memory_stats()
+                for _ in range(3):  # warm-up; the first torch forward at a new p also resizes kernel + grid (cached)
+                    fwd[rt](x1)
+                sync()
+                mem[rt] = torch.cuda.max_memory_allocated() / 2 ** 20 if ondev else \
+                    (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+            gflops = count_flops(lambda: model(x1, mode='tensor')) / 1e9  # steady state: no resize work
+            lat = interleaved_ms({rt: (lambda f=fwd[rt]: f(x1)) for rt in runtimes}, runs, 1, sync)
+            tput = interleaved_ms({rt: (lambda f=fwd[rt]: f(xb)) for rt in runtimes}, max(3, runs // 3), 1, sync)
+            for rt in runtimes:
+                speed[(rt, p)] = dict(gflops=gflops, latency_ms=lat[rt], throughput=tp_batch / tput[rt] * 1e3,
+                                      peak_mem_mib=mem[rt],
+                                      device=str(dev) if rt.startswith('torch') else 'cpu (onnxruntime)')
+    tables = {}
+    for rt in runtimes:
+        if rt.startswith('torch-'):
+            with torch.autocast(dev.type, dtype=AUTOCAST_DTYPES[rt[len('torch-'):]]):
+                runner.test()
+            tables[rt] = list(runner.test_loop.last_table)
+        elif rt == 'torch':
+            runner.test()
+            tables[rt] = list(runner.test_loop.last_table)
+    rows = []
+    for rt in runtimes:
+        for p in cfg.test_cfg['patch_sizes']:
+            if rt in tables:
+                r = next(r for r in tables[rt] if int(r['patch']) == p)
+            else:  # the exported graph inside the task model: same data, same metric code
+                metrics = evaluate(cfg, checkpoint, onnx_paths[(rt, p)], patch_sizes=[p], data_root=data_root)
+                r = {'patch': str(p), 'tokens': (img[0] // p) * (img[1] // p),
+                     **{k: v for k, v in metrics.items() if not k.startswith(f'p{p}/')}}
+            metric = main_metric(r)
+            rows.append(dict(task=name, runtime=rt, patch=int(r['patch']), tokens=r['tokens'], metric=metric,
+                             value=float(r[metric]), params_m=params, **speed[(rt, int(r['patch']))]))
+    return rows
+
+
+def budget_pick(rows, budget: float) -> str:
+    """Per task, the (patch, runtime) with the best metric whose batch-1 latency meets ``budget`` ms."""
+    text = f'Best (patch, runtime) per task within {budget} ms (batch 1, this device):\n'
+    for task in dict.fromkeys(r['task'] for r in rows):
+        ok = [r for r in rows if r['task'] == task and r['latency_ms'] <= budget]
+        if ok:
+            b = max(ok, key=lambda r: (r['value'], -r['latency_ms']))
+            text += f"- {task}: patch {b['patch']} ({b['metric']} {b['value']:.2f}, {b['latency_ms']:.2f} ms, " \
+                    f"{b['runtime']})\n"
+        else:
+            fastest = min((r for r in rows if r['task'] == task), key=lambda r: r['latency_ms'])
+            text += f"- {task}: no (patch, runtime) meets {budget} ms (fastest: patch {fastest['patch']}, " \
+                    f"{fastest['runtime']}, {fastest['latency_ms']:.2f} ms)\n"
+    return text
+
+
+COLUMNS = ['task', 'runtime', 'patch', 'tokens', 'metric', 'value', 'gflops', 'params_m', 'latency_ms',
+           'throughput', 'peak_mem_mib', 'device']
+FORMATS = {'value': '{:.2f}', 'gflops': '{:.3f}', 'params_m': '{:.2f}', 'latency_ms': '{:.2f}',
+           'throughput': '{:.1f}', 'peak_mem_mib': '{:.1f}'}
+
+
+def write_outputs(rows, out, budget=None):
+    """OUT.md (table + budget pick), OUT.csv, OUT.png (metric vs latency, one curve per runtime, per task)."""
+    from ..reporting import save_figure, write_table
+    text = write_table(out, rows, COLUMNS, FORMATS, text_after=budget_pick(rows, budget) if budget is not None else '')
+    print(text)
+    tasks = list(dict.fromkeys(r['task'] for r in rows))
+
+    def draw(fig, axes):
+        for ax, task in zip(axes[0], tasks):
+            trows = [r for r in rows if r['task'] == task]
+            for rt in dict.fromkeys(r['runtime'] for r in trows):  # one curve per runtime, in latency order
+                rs = sorted((r for r in trows if r['runtime'] == rt), key=lambda r: r['latency_ms'])
+                line, = ax.plot([r['latency_ms'] for r in rs], [r['value'] for r in rs], 'o-', label=rt)
+                for k, r in enumerate(rs):  # labels alternate above / below the curve so they do not collide
+                    ax.annotate(f"p{r['patch']}", (r['latency_ms'], r['value']), textcoords='offset points',
+                                xytext=(5, 6 if k % 2 == 0 else -12), fontsize=8, color=line.get_color())
+            if budget is not None:
+                ax.axvline(budget, color='red', ls=':', lw=1, label=f'budget {budget:g} ms')
+            ax.set_xlabel(f"latency, batch 1 (ms, {trows[0]['device']})")
+            ax.set_ylabel(trows[0]['metric'])
+            ax.set_title(task)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    save_figure(draw, out + '.png', ncols=len(tasks), size=(4.8, 3.8))
+    print(f'wrote {out}.md, {out}.csv, {out}.png')
+
+
+def run(models, patches=None, runs=10, throughput_batch=8, budget_ms=None, out='work_dirs/benchmark',
+        data_root=None, runtimes=None, exporter='dynamo', preset=None):
+    """Measure every ``(name, config, checkpoint)`` (each in a fresh process) and write the outputs."""
+    if runtimes:  # fail before any work: e.g. bf16 on a CPU without bf16 units
+        import torch
+        resolve_runtimes(runtimes, torch.device('cuda' if torch.cuda.is_available() else 'cpu'))
+    models = list(models)
+    if preset == 'tiny':
+        for name, config, ckpt, kind in TINY:
+            if not osp.exists(ckpt):
+                from ..datasets.toy import ensure_toy
+                ensure_toy(kind)
+                subprocess.run([sys.executable, 'tools/train.py', config], check=True)
+            models.append((name, config, ckpt))
+    if not models:
+        raise SystemExit('give --model NAME CONFIG CKPT (repeatable) or --preset tiny')
+    rows = []
+    for name, config, ckpt in models:
+        if not osp.isfile(ckpt):
+            raise SystemExit(f'checkpoint not found: {ckpt}')
+        with tempfile.NamedTemporaryFile(suffix='.json') as f:
+            args = dict(name=name, config=config, checkpoint=ckpt, patches=patches, runs=runs,
+                        tp_batch=throughput_batch, data_root=data_root, runtimes=runtimes, exporter=exporter)
+            print(f'[benchmark] {name}: {config} @ {ckpt}', flush=True)
+            subprocess.run([sys.executable, '-m', 'flexitransfer.benchmark.tasks', json.dumps(args), f.name],
+                           check=True)
+            rows += json.load(open(f.name))
+    write_outputs(rows, out, budget_ms)
+    return rows
+
+
+if __name__ == '__main__':  # one model, in its own process (see run)
+    import flexitransfer  # noqa: F401  (registers the modules)
+    kwargs, dst = json.loads(sys.argv[1]), sys.argv[2]
+    json.dump(measure_one(**kwargs), open(dst, 'w'))
