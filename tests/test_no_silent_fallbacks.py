@@ -90,3 +90,17 @@ def test_resize_deploy_follows_the_channel_count(tmp_path):
     log = run_tool('tools/resize_deploy.py', config, ckpt, '--patch', '12', '--img-size', '60', '60', '--out',
                    str(tmp_path), '--runs', '1')
     assert 'max abs diff deployed vs flexible at patch 12' in log
+
+
+def test_resize_caches_are_bounded(monkeypatch):
+    """The resize-matrix caches grew without bound (lru_cache(maxsize=None), a dict keyed by str(device))."""
+    import flexitransfer.ops.resize as rz
+    for fn in (rz._bilinear_matrix64, rz._area_matrix64, rz._pi_matrix64):
+        assert fn.cache_info().maxsize == rz.MAX_CACHED_MATRICES
+    monkeypatch.setattr(rz, 'MAX_CACHED_MATRICES', 5)
+    rz.clear_caches()
+    pos = torch.randn(1, 9, 4)
+    for n in range(2, 14):  # twelve grids: an image-size sweep
+        rz.resize_pos_embed(pos, (3, 3), (n, n + 1))
+    assert len(rz._DEVICE_CACHE) == 5
+    rz.clear_caches()

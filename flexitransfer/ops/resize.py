@@ -25,8 +25,9 @@ usable when training later (an inference tensor cannot be saved for backward).
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from functools import lru_cache, wraps
-from typing import Dict, Sequence, Tuple, Union
+from typing import Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +59,12 @@ def plain_tensors(fn):
     return wrapper
 
 
-@lru_cache(maxsize=None)
+#: bound of every resize-matrix cache (float64 on the CPU, and per device / dtype); a model uses a few
+#: dozen (patch sizes x image sizes), a sweep over arbitrary image sizes cannot grow memory without end
+MAX_CACHED_MATRICES = 256
+
+
+@lru_cache(maxsize=MAX_CACHED_MATRICES)
 @plain_tensors
 def _bilinear_matrix64(old: Size2, new: Size2, antialias: bool) -> torch.Tensor:
     n_old = old[0] * old[1]
@@ -69,7 +75,7 @@ def _bilinear_matrix64(old: Size2, new: Size2, antialias: bool) -> torch.Tensor:
     return out.reshape(n_old, -1).T.contiguous()
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=MAX_CACHED_MATRICES)
 @plain_tensors
 def _area_matrix64(old: Size2, new: Size2) -> torch.Tensor:
     n_old = old[0] * old[1]
@@ -78,7 +84,7 @@ def _area_matrix64(old: Size2, new: Size2) -> torch.Tensor:
     return out.reshape(n_old, -1).T.contiguous()
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=MAX_CACHED_MATRICES)
 @plain_tensors
 def _pi_matrix64(old: Size2, new: Size2) -> torch.Tensor:
     # w_new = pinv(B^T) w: least-squares solution of <x, w> = <Bx, w_new>.
@@ -115,17 +121,25 @@ def kernel_resize_matrix(old: SizeLike, new: SizeLike, mode: str = 'pi') -> torc
     raise ValueError(f'unknown kernel resize mode {mode!r}; choose one of {KERNEL_RESIZE_MODES}')
 
 
-_DEVICE_CACHE: Dict[tuple, torch.Tensor] = {}
+_DEVICE_CACHE: 'OrderedDict[tuple, torch.Tensor]' = OrderedDict()
 
 
 @plain_tensors
 def _on(mat_fn, key: tuple, device, dtype) -> torch.Tensor:
-    """Per-(sizes, device, dtype) cached copy of a float64 CPU matrix."""
-    full_key = key + (str(device), dtype)
+    """Per-(sizes, device, dtype) cached copy of a float64 CPU matrix; the least recently used of
+    more than ``MAX_CACHED_MATRICES`` is dropped (a run over many image sizes stays bounded)."""
+    device = torch.device(device)
+    if device.type == 'cuda' and device.index is None:  # 'cuda' and 'cuda:0' are one device
+        device = torch.device('cuda', torch.cuda.current_device())
+    full_key = key + (device, dtype)
     mat = _DEVICE_CACHE.get(full_key)
     if mat is None:
         mat = mat_fn().to(device=device, dtype=dtype)
         _DEVICE_CACHE[full_key] = mat
+        while len(_DEVICE_CACHE) > MAX_CACHED_MATRICES:
+            _DEVICE_CACHE.popitem(last=False)
+    else:
+        _DEVICE_CACHE.move_to_end(full_key)
     return mat
 
 
