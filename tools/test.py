@@ -6,12 +6,12 @@
 import argparse
 import json
 import numbers
-import os
 
 import _bootstrap  # noqa: F401
 from mmengine.config import DictAction
 
 from flexitransfer.apis import build_test_runner, default_work_dir, load_config, prepare_test_cfg
+from flexitransfer.engine.dist import add_launcher_args, parse_with_launcher
 from flexitransfer.engine import check_datasets_nonempty, init_distributed, validate_patch_config
 
 
@@ -23,13 +23,8 @@ def parse_args():
     p.add_argument('--work-dir')
     p.add_argument('--out-json', help='write {"table": [...], "metrics": {...}} here')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
-    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
-                   help='pytorch: under torchrun; slurm: under srun. Backend: nccl on CUDA, gloo on CPU '
-                        '(unless env_cfg.dist_cfg.backend is set)')
-    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = p.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_launcher_args(p)
+    return parse_with_launcher(p)
 
 
 def main():

@@ -6,13 +6,13 @@
     torchrun --nproc_per_node 2 tools/train.py CONFIG --launcher pytorch   # CPU (gloo) or GPUs (nccl)
 """
 import argparse
-import os
 import os.path as osp
 
 import _bootstrap  # noqa: F401
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
+from flexitransfer.engine.dist import add_launcher_args, parse_with_launcher
 from flexitransfer.engine import amp_optim_wrapper, check_checkpoint, check_datasets_nonempty, init_distributed, validate_patch_config
 
 
@@ -24,13 +24,8 @@ def parse_args():
                    help='resume from CKPT, or from the latest checkpoint in the work dir if none is given')
     p.add_argument('--amp', action='store_true', help='automatic mixed precision')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries, key=value')
-    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
-                   help='pytorch: under torchrun; slurm: under srun. Backend: nccl on CUDA, gloo on CPU '
-                        '(unless env_cfg.dist_cfg.backend is set)')
-    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = p.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_launcher_args(p)
+    return parse_with_launcher(p)
 
 
 def build_cfg(args) -> Config:
