@@ -12,14 +12,8 @@ from conftest import ROOT
 
 
 @pytest.fixture(scope='module')
-def tiny_seg_ckpt(tmp_path_factory, seg_toy_data):
-    work = str(tmp_path_factory.mktemp('seg_w'))
-    opts = [f'train_dataloader.dataset.data_root={seg_toy_data}', f'val_dataloader.dataset.data_root={seg_toy_data}',
-            'train_cfg.max_iters=10', 'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=10',
-            'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False']
-    subprocess.run([sys.executable, 'tools/train.py', 'configs/seg/tiny_seg_flexi.py', '--work-dir', work,
-                    '--cfg-options', *opts], cwd=ROOT, check=True, capture_output=True)
-    return osp.join(work, 'iter_10.pth')
+def tiny_seg_ckpt(trained_seg):
+    return trained_seg[0]  # the session's tiny Segmenter (conftest), trained once
 
 
 @pytest.mark.parametrize('patch', ['8', '24'])

@@ -25,3 +25,17 @@ except ModuleNotFoundError as e:
            f'create the environment first:  bash {osp.relpath(osp.join(ROOT, "tools", "setup.sh"), os.getcwd())}')
     sys.exit(f'flexitransfer cannot start: the package {e.name!r} is missing from this Python '
              f'({sys.executable}).\nThe pinned stack lives in the venv made by tools/setup.sh; {how}')
+
+
+def _user_error_hook(exc_type, exc, tb, _default=sys.excepthook):
+    """Bad input (a missing file, a checkpoint or config that does not fit, a patch size that does not
+    divide the input) raises FileNotFoundError / ValueError with a message naming the input, the problem
+    and the fix: print that message, not a traceback. FLEXI_TRACEBACK=1 shows the traceback."""
+    if issubclass(exc_type, (FileNotFoundError, ValueError)) and os.environ.get('FLEXI_TRACEBACK') != '1':
+        tool = osp.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'flexitransfer'
+        print(f'{tool}: error: {exc}\n(FLEXI_TRACEBACK=1 shows the traceback)', file=sys.stderr)
+        return
+    _default(exc_type, exc, tb)
+
+
+sys.excepthook = _user_error_hook

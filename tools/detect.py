@@ -7,10 +7,10 @@ The model comes from the config (its test pipeline resizes / pads the image); th
 replace its default queries; ``--patch`` sets the patch size (any p dividing the padded image).
 """
 import argparse
+import os
 import os.path as osp
 
 import _bootstrap  # noqa: F401
-import torch
 from PIL import Image, ImageDraw
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
@@ -27,8 +27,8 @@ def parse_args():
     p.add_argument('--score-thr', type=float, default=0.3)
     p.add_argument('--max-boxes', type=int, default=20)
     p.add_argument('--upscale', type=int, default=1, help='draw on the image enlarged K times (nearest), for tiny images')
-    p.add_argument('--out', help='output PNG (default: <image>_det.png)')
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--out', help='output PNG (default: work_dirs/detect/<image>_det.png)')
+    p.add_argument('--device', default=None, help='cpu | cuda (default: cuda when available)')
     return p.parse_args()
 
 
@@ -55,7 +55,10 @@ def main():
         raise SystemExit(f'image not found: {a.image}')
     if a.upscale < 1:
         raise SystemExit(f'--upscale must be a positive integer, got {a.upscale}')
+    import torch
+
     from flexitransfer.apis import inference_model, init_model, load_config
+    a.device = a.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     if a.checkpoint and not osp.isfile(a.checkpoint):
         raise SystemExit(f'--checkpoint {a.checkpoint!r} not found')
     cfg = load_config(a.config)
@@ -64,7 +67,8 @@ def main():
     model = init_model(cfg, a.checkpoint, a.device, patch_size=a.patch)
     sample = inference_model(model, a.image, texts=a.queries)
     img, lines = draw(a.image, sample, a.queries, a.score_thr, a.max_boxes, a.upscale)
-    out = a.out or osp.splitext(a.image)[0] + '_det.png'
+    out = a.out or osp.join('work_dirs', 'detect', osp.splitext(osp.basename(a.image))[0] + '_det.png')
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     img.save(out)
     grid = model.backbone.grid_size(sample.metainfo['batch_input_shape'])  # the padded input the model saw
     print(f'wrote {out}: {len(lines)} boxes with score >= {a.score_thr} (patch {model.backbone.patch_size[0]}, '

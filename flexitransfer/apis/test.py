@@ -9,7 +9,7 @@ import tempfile
 import uuid
 from typing import Callable, Optional, Sequence
 
-from ..engine.checkpoint import load_weights
+from ..engine.checkpoint import load_state, read_state_dict
 from .model import without_pretrained
 
 
@@ -46,10 +46,11 @@ def build_test_runner(cfg, checkpoint: str, strict: bool = True, prepared: bool 
     """An mmengine Runner for ``cfg`` (prepared by :func:`prepare_test_cfg` unless ``prepared``) with
     ``checkpoint`` loaded strictly into its model."""
     from mmengine.runner import Runner
+    weights = read_state_dict(checkpoint)  # a missing / broken file fails before the runner prints its set-up
     if not prepared:
         cfg = prepare_test_cfg(cfg, **prepare_kwargs)
     runner = Runner.from_cfg(cfg)
-    load_weights(runner.model, checkpoint, strict=strict)
+    load_state(runner.model, weights, checkpoint, strict=strict)
     return runner
 
 

@@ -128,7 +128,13 @@ def load_weights(model: torch.nn.Module, path: str, strict: bool = True) -> dict
     ``strict=False``: shapes must still fit; missing / unexpected tensors are skipped on purpose.
     The one checkpoint loader of the package (``flexitransfer.apis.init_model`` and every tool use it).
     """
-    meta, state = read_state_dict(path)
+    return load_state(model, read_state_dict(path), path, strict)
+
+
+def load_state(model: torch.nn.Module, meta_state, path: str, strict: bool = True) -> dict:
+    """:func:`load_weights` of an already read ``(meta, state)`` (:func:`read_state_dict`: read it before
+    heavy set-up, so a missing or broken file fails first)."""
+    meta, state = meta_state
     check_state(model, state, path, require_all=strict, allow_unexpected=not strict)
     target = getattr(model, 'module', model)
     own = target.state_dict()
