@@ -1,8 +1,6 @@
 # Runtime shared by the detection configs (mmdet scope, flexitransfer registered).
+_base_ = ['./default_runtime.py']
 default_scope = 'mmdet'
-custom_imports = dict(imports=['flexitransfer'], allow_failed_imports=False)
-env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-               dist_cfg=dict())  # backend from the device (nccl on CUDA, gloo on CPU)
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
@@ -12,10 +10,6 @@ default_hooks = dict(
 vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(type='DetLocalVisualizer', vis_backends=vis_backends, name='visualizer')
 log_processor = dict(by_epoch=False)
-log_level = 'INFO'
-load_from = None
-resume = False
-randomness = dict(seed=0)
 # mmdet's PackDetInputs keys plus the text queries (mmdet grounding convention) and their class ids
 owl_meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip', 'flip_direction',
                  'text', 'query_ids')

@@ -1,14 +1,12 @@
 # Tiny CPU config: 4-layer FlexiViT classifier on the generated ImageNet-style toy folders
 # (python tools/make_toy_data.py cls): class = colour of a random shape, random patch sizes,
 # tested at 6/12/30.
-_base_ = ['../_base_/default_runtime_cls.py']
+_base_ = ['../_base_/default_runtime_cls.py', '../_base_/models/flexivit_tiny.py']
 data_root = 'data/toy_cls'
 img_size = 60  # divides by 6, 10, 12, 15, 20, 30
 model = dict(
     type='FlexiImageClassifier', num_classes=4, pool='tok', head_zero_init=True,
-    data_preprocessor=dict(type='ImgDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3, bgr_to_rgb=True),
-    backbone=dict(type='FlexiViT', arch=dict(embed_dims=96, num_layers=4, num_heads=3), patch_size=12,
-                  base_patch_size=32, base_pos_grid=7))
+    data_preprocessor=dict(type='ImgDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3, bgr_to_rgb=True))
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='InceptionCrop', size=img_size, scale=(0.6, 1.0)),

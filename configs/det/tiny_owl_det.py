@@ -2,7 +2,7 @@
 # tower, from scratch) on the generated COCO-instances toy data (python tools/make_toy_data.py det):
 # the class of a shape is its colour, queried by its name ("red", ...). Random patch sizes while
 # training; COCO box AP at p = 12, 16, 24 with tools/test.py.
-_base_ = ['../_base_/default_runtime_det.py']
+_base_ = ['../_base_/default_runtime_det.py', '../_base_/models/flexivit_tiny.py']
 data_root = 'data/toy_coco_det'
 classes = ('red', 'green', 'blue', 'yellow')
 img_size = (96, 96)  # the toy images (and pad size): the input size for deploy / benchmark
@@ -10,8 +10,7 @@ model = dict(
     type='OWLViTDetector',
     data_preprocessor=dict(type='DetDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3, bgr_to_rgb=True,
                            pad_size_divisor=96),  # 96: divisible by every patch size below
-    backbone=dict(type='FlexiViT', arch=dict(embed_dims=64, num_layers=3, num_heads=2), patch_size=12,
-                  base_patch_size=32, base_pos_grid=7),
+    backbone=dict(arch=dict(embed_dims=64, num_layers=3, num_heads=2)),  # narrower than the tiny base
     text_tower=dict(type='OpenCLIPTextTower', width=64, heads=2, layers=2, context_length=32, output_dim=64),
     templates=('a {} circle', 'a {} square', 'a {} triangle'),
     default_queries=classes,

@@ -1,7 +1,7 @@
 # Tiny CPU config: a 4-layer FlexiViT + StrideAwareSimpleFPN + a small Mask2Former on the generated
 # COCO-panoptic-layout toy data (python tools/make_toy_data.py panoptic). Random patch sizes while
 # training, evaluation (PQ / SQ / RQ, things / stuff) at three patch sizes. 200 iterations of batch 4.
-_base_ = ['../_base_/default_runtime_panoptic.py']
+_base_ = ['../_base_/default_runtime_panoptic.py', '../_base_/models/flexivit_tiny.py']
 data_root = 'data/toy_coco_panoptic/'
 img_size = (96, 96)  # toy images; the pad (96) divides by every patch size used and by 32
 thing_classes = ('red', 'green', 'blue', 'yellow')
@@ -17,8 +17,7 @@ model = dict(
     type='FlexiMask2Former',
     data_preprocessor=dict(type='DetDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3, bgr_to_rgb=True,
                            pad_size_divisor=96, pad_mask=True, mask_pad_value=0, pad_seg=True, seg_pad_value=255),
-    backbone=dict(type='FlexiViT', arch=dict(embed_dims=embed, num_layers=4, num_heads=3), patch_size=12,
-                  base_patch_size=32, base_pos_grid=7, out_indices=-1, final_norm=True),
+    backbone=dict(out_indices=-1, final_norm=True),  # embed: the tiny backbone's width
     neck=dict(type='StrideAwareSimpleFPN', in_channels=embed, out_channels=ch, strides=(4, 8, 16, 32),
               resample='per_level'),
     panoptic_head=dict(

@@ -1,14 +1,14 @@
 # Tiny CPU config: two-tower model on generated COCO-format captions ("a red circle above a blue
 # square"), python tools/make_toy_data.py captions. Both towers train from scratch here (a locked
 # tower needs pretrained weights); random image patch sizes; retrieval tested at p = 6, 12, 30.
-_base_ = ['../_base_/default_runtime_cls.py']
+_base_ = ['../_base_/default_runtime_cls.py', '../_base_/models/flexivit_tiny.py']
 data_root = 'data/toy_coco'
 img_size = 60
 model = dict(
+    _delete_=True,  # LiT names its image tower image_backbone
     type='LiT', embed_dim=64, pool='tok', image_proj='linear', lock_image=False, loss='clip',
     data_preprocessor=dict(type='ImgDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3, bgr_to_rgb=True),
-    image_backbone=dict(type='FlexiViT', arch=dict(embed_dims=96, num_layers=4, num_heads=3), patch_size=12,
-                        base_patch_size=32, base_pos_grid=7),
+    image_backbone={{_base_.model.backbone}},
     text_tower=dict(type='OpenCLIPTextTower', width=64, heads=2, layers=2, context_length=32, output_dim=64))
 train_pipeline = [dict(type='LoadImageFromFile'),
                   dict(type='PackImageInputs', keys=('caption', 'captions', 'img_id'))]

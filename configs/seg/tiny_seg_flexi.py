@@ -1,7 +1,7 @@
 # Tiny CPU config: a 4-layer FlexiViT + linear Segmenter decoder on the generated ADE20k-layout
 # toy data (python tools/make_toy_data.py seg). Random patch sizes while training, evaluation at
 # three patch sizes. Trains in a couple of CPU minutes. This is the README's main job.
-_base_ = ['../_base_/default_runtime_seg.py']
+_base_ = ['../_base_/default_runtime_seg.py', '../_base_/models/flexivit_tiny.py']
 data_root = 'data/toy_ade/ADEChallengeData2016'
 crop_size = (120, 120)  # divisible by 8, 10, 12, 15, 20, 24, 30, 40
 classes = ('ground', 'red', 'green', 'blue', 'yellow')
@@ -12,8 +12,7 @@ model = dict(
     type='EncoderDecoder',
     data_preprocessor=dict(type='SegDataPreProcessor', mean=[127.5] * 3, std=[127.5] * 3, bgr_to_rgb=True,
                            pad_val=0, seg_pad_val=255, size=crop_size, test_cfg=dict(size_divisor=120)),
-    backbone=dict(type='FlexiViT', arch=dict(embed_dims=96, num_layers=4, num_heads=3), patch_size=12,
-                  base_patch_size=32, base_pos_grid=7, out_indices=-1, final_norm=True),
+    backbone=dict(out_indices=-1, final_norm=True),
     decode_head=dict(type='FCNHead', in_channels=96, channels=96, num_convs=0, concat_input=False,
                      kernel_size=1, dropout_ratio=0.0, num_classes=len(classes), align_corners=False,
                      loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),

@@ -3,6 +3,7 @@
 # fixed 960 x 960 (LSJ); test images are padded to a multiple of 480 = lcm(48, 40, 30, 24, 20, 16, 15,
 # 12, 10, 8, 32), so every patch size of the paper and every pyramid stride divides the padded input.
 # `pretrained`: a checkpoint converted with tools/convert_weights.py.
+_base_ = ['./flexivit_b.py']
 img_size = (960, 960)
 num_things_classes, num_stuff_classes = 80, 53
 num_classes = num_things_classes + num_stuff_classes
@@ -14,8 +15,7 @@ data_preprocessor = dict(
 model = dict(
     type='FlexiMask2Former',
     data_preprocessor=data_preprocessor,
-    backbone=dict(type='FlexiViT', arch='base', patch_size=16, base_patch_size=32, base_pos_grid=7,
-                  out_indices=-1, final_norm=True, drop_path_rate=0.1, pretrained='checkpoints/flexivit_b_i1k.pth'),
+    backbone=dict(out_indices=-1, final_norm=True, drop_path_rate=0.1, pretrained='checkpoints/flexivit_b_i1k.pth'),
     neck=dict(type='StrideAwareSimpleFPN', in_channels=768, out_channels=256, strides=(4, 8, 16, 32),
               resample='per_level'),
     panoptic_head=dict(
