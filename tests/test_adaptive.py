@@ -73,8 +73,11 @@ def test_uniform_partition_other_outputs(out_type):
         assert (out - ref).abs().max() < 1e-5
 
 
-def test_padding_and_masking_change_nothing():
+@pytest.mark.parametrize('fused', [True, False])  # timm's SDPA path and its explicit softmax path
+def test_padding_and_masking_change_nothing(fused):
     m = tiny(output_cls_token=True)
+    for blk in m.blocks:
+        blk.attn.fused_attn = fused
     x = images(3, seed=1)
     lv = torch.stack([uniform_partition(1, (8, 8), 2)[0], forced_levels()[0], uniform_partition(1, (8, 8), 0)[0]])
     with torch.no_grad():
@@ -289,3 +292,35 @@ def test_mixed_hook_builds_from_a_config():
     assert hook.base_patches == [10, 12] and hook.seed == 1
     with pytest.raises(ValueError, match='positive'):
         HOOKS.build(dict(type='MixedPartitionHook', base_patches=[0]))
+
+
+def test_cascade_study_writes_table_plot_and_thresholds(tmp_path):
+    """What tools/cascade.py runs, on a random tiny classifier: calibration split, test split, files."""
+    import json
+    from mmengine.registry import MODELS
+    from flexitransfer.adaptive.run import run_cascade
+    clf = MODELS.build(dict(type='FlexiImageClassifier', num_classes=4, head_zero_init=False,
+                            backbone=dict(type='FlexiViT', arch=dict(embed_dims=32, num_layers=2, num_heads=2),
+                                          patch_size=8, base_patch_size=8, base_pos_grid=4)))
+    randomize(clf).eval()
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 4, (8,), generator=g)) for _ in range(4)]
+    study = run_cascade(clf, batches[:2], batches[2:], [16, 8, 4], budget_gflops=1.0, out_prefix=str(tmp_path / 'c'),
+                        thresholds_path=str(tmp_path / 'c.json'), latency_runs=1, extra_patches=[32])
+    assert [r['method'] for r in study['fixed']] == ['fixed p32', 'fixed p16', 'fixed p8', 'fixed p4']
+    assert study['n_val'] == study['n_test'] == 16
+    assert abs(sum(map(float, study['chosen']['stop_fraction'].split())) - 1) < 1e-6
+    assert study['chosen']['gflops'] <= 1.0 and study['chosen']['latency_ms'] > 0
+    assert json.load(open(tmp_path / 'c.json'))['patch_sizes'] == [16, 8, 4]
+    for ext in ('.md', '.csv', '.png'):
+        assert (tmp_path / ('c' + ext)).stat().st_size > 0
+
+
+def test_mixed_forward_with_checkpointing_same_gradients():
+    x, lv = images(2, seed=5), forced_levels(2)
+    grads = []
+    for cp in (False, True):
+        m = tiny('cls_token', with_cp=cp).train()
+        forward_mixed(m, x, lv, S, 3)[0].pow(2).sum().backward()
+        grads.append(m.patch_embed.weight.grad.clone())
+    assert (grads[0] - grads[1]).abs().max() < 1e-5

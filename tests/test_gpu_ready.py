@@ -60,7 +60,7 @@ def test_no_compiled_kernel_on_this_cpu():
 def test_fallback_equals_mmcv_pytorch_reference(monkeypatch):
     """Kernel reported missing for the device: multi_scale_deformable_attn_pytorch runs (spied), the output
     and every gradient equal mmcv's own module, whose CPU path is that reference."""
-    monkeypatch.setattr(da, 'kernel_available', lambda device: False)
+    monkeypatch.setattr(da, 'kernel_available', lambda device, dtype=None: False)
     calls = []
     monkeypatch.setattr(da.MultiScaleDeformableAttnFunction, 'apply',
                         lambda *a: calls.append('compiled') or pytest.fail('compiled kernel called'))
@@ -82,7 +82,7 @@ def test_compiled_path_taken_when_kernel_present(monkeypatch):
     Unspied on this CPU the compiled op then fails (no kernel), proving it is the compiled path."""
     ref, ours = _msda_pair()
     x = _msda_inputs()
-    monkeypatch.setattr(da, 'kernel_available', lambda device: True)
+    monkeypatch.setattr(da, 'kernel_available', lambda device, dtype=None: True)
     with pytest.raises(RuntimeError, match='not found'):
         ours(**x)
     seen = []
@@ -98,15 +98,15 @@ def test_compiled_path_taken_when_kernel_present(monkeypatch):
 
 def test_kernel_probe_cached_per_device_and_bounded(monkeypatch):
     probes = []
-    monkeypatch.setattr(da, '_probe', lambda device: probes.append(str(device)) or device.index == 0)
+    monkeypatch.setattr(da, '_probe', lambda device, dtype: probes.append(str(device)) or device.index == 0)
     monkeypatch.setattr(da, 'MAX_CACHED_DEVICES', 2)
     da.clear_kernel_cache()
     try:
-        assert da.kernel_available('cuda:0') and da.kernel_available(torch.device('cuda', 0))
+        assert da.kernel_available('cuda:0') and da.kernel_available(torch.device('cuda', 0), torch.float32)
         assert not da.kernel_available('cuda:1')
         assert probes == ['cuda:0', 'cuda:1']
-        da.kernel_available('cuda:2')
-        assert list(da._KERNEL_CACHE) == ['cuda:1', 'cuda:2']
+        da.kernel_available('cuda:1', torch.float16)
+        assert list(da._KERNEL_CACHE) == [('cuda:1', torch.float32), ('cuda:1', torch.float16)]
     finally:
         da.clear_kernel_cache()
 
@@ -119,7 +119,7 @@ def _scope(scope):
 
 def _build(path, scope, **model_changes):
     from mmengine.registry import MODELS
-    import flexitransfer.models.panoptic  # noqa: F401
+    import flexitransfer.models.panoptic  # noqa: F401  (FlexiMask2Former in mmdet's registry)
     cfg = Config.fromfile(osp.join(ROOT, path))
     cfg.model.update(model_changes)
     _scope(scope)
@@ -158,7 +158,7 @@ def test_seg_and_panoptic_steps_call_no_compiled_mmcv_op(ext_calls, monkeypatch)
     """As on a GPU with a CPU-only mmcv (kernel reported missing): the tiny panoptic model (loss, backward,
     predict) and the tiny segmenter (loss, backward) call no function of mmcv._ext."""
     from flexitransfer.datasets.synthetic import panoptic_batch, seg_batch
-    monkeypatch.setattr(da, 'kernel_available', lambda device: False)
+    monkeypatch.setattr(da, 'kernel_available', lambda device, dtype=None: False)
     _, pan = _build(TINY_PAN, 'mmdet')
     pan.backbone.patch_size = (12, 12)
     data = pan.data_preprocessor(panoptic_batch(96, 2, 4, 3), training=True)
