@@ -324,3 +324,39 @@ def test_mixed_forward_with_checkpointing_same_gradients():
         forward_mixed(m, x, lv, S, 3)[0].pow(2).sum().backward()
         grads.append(m.patch_embed.weight.grad.clone())
     assert (grads[0] - grads[1]).abs().max() < 1e-5
+
+
+def test_owl_detector_one_box_per_token_with_its_own_prior():
+    from mmdet.registry import MODELS
+    from flexitransfer.adaptive.detect import owl_mixed_forward
+    det = MODELS.build(dict(
+        type='OWLViTDetector', templates=('{}',), default_queries=('red', 'blue'),
+        backbone=dict(type='FlexiViT', arch=dict(embed_dims=32, num_layers=2, num_heads=2), patch_size=S,
+                      base_patch_size=8, base_pos_grid=4),
+        text_tower=dict(type='OpenCLIPTextTower', width=32, heads=2, layers=1, context_length=16, output_dim=16)))
+    randomize(det).eval()
+    x = images(2, seed=6)
+    with torch.no_grad():
+        for level in (0, 1):  # uniform partitions equal the detector's own forward at p = s, 2s
+            det.backbone.patch_size = (S * 2 ** level,) * 2
+            ref_logits, ref_boxes = det._forward(x)
+            logits, boxes, _, valid = owl_mixed_forward(det, x, uniform_partition(2, (8, 8), level), S, 3)
+            assert valid.all() and (logits - ref_logits).abs().max() < 1e-5 and (boxes - ref_boxes).abs().max() < 1e-5
+        # a forced partition with a zero box MLP: every token's box is its own cell's prior
+        det.box_head.dense2.weight.zero_()
+        det.box_head.dense2.bias.zero_()
+        lv = torch.stack([forced_levels()[0], uniform_partition(1, (8, 8), 2)[0]])
+        logits, boxes, _, valid = owl_mixed_forward(det, x, lv, S, 3)
+    assert valid.sum(1).tolist() == [40, 4] and torch.isinf(logits[1, 4:]).all()
+    eps = 1e-4
+    f = lambda v: (v + eps) / (1 + 2 * eps)  # noqa: E731  sigmoid(logit prior), see test_owlvit_oracle
+    got = sorted(tuple(float(v) for v in b) for b in boxes[0])
+    want = []
+    for k in range(3):
+        g = IMG // (S * 2 ** k)
+        for r in range(g):
+            for c in range(g):
+                blk = lv[0, r * 2 ** k:(r + 1) * 2 ** k, c * 2 ** k:(c + 1) * 2 ** k]
+                if (blk == k).all():
+                    want.append(tuple(f(v) for v in ((c + 1) / g, (r + 1) / g, 1 / g, 1 / g)))
+    assert len(want) == 40 and torch.allclose(torch.tensor(got), torch.tensor(sorted(want)), atol=1e-5)

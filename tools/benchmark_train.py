@@ -27,7 +27,8 @@ def main():
     p.add_argument('--warmup', type=int, default=0, help='untimed iterations before them')
     p.add_argument('--amp', action='store_true', help='mixed precision (fp16 on CUDA, bf16 on a CPU)')
     p.add_argument('--device', default=None, help='cuda | cpu | cuda:N (default: cuda if available)')
-    p.add_argument('--with-cp', action='store_true', help='measure each patch without and with activation checkpointing')
+    p.add_argument('--with-cp', action='store_true',
+                   help='measure each patch without and with activation checkpointing')
     p.add_argument('--batch-size', type=int, default=1)
     p.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'), help='default: the config\'s training size')
     p.add_argument('--out', help='CSV path (default: work_dirs/benchmark_train/<config>_<device>.csv)')

@@ -45,11 +45,13 @@ def main():
     test = batches_from_loader(model, Runner.build_dataloader(cfg.test_dataloader))
     if cfg.get('val_dataloader'):
         val, split = batches_from_loader(model, Runner.build_dataloader(cfg.val_dataloader)), 'val split'
+        if cfg.val_dataloader.get('dataset') == cfg.test_dataloader.get('dataset'):
+            split += ' (NOTE: the config\'s val and test splits are the same data: the report is not held out)'
     else:  # no val split: calibrate on one half of the test split, report on the other
         x = torch.cat([b[0] for b in test])
         y = torch.cat([b[1] for b in test])
         val, test = [(x[0::2], y[0::2])], [(x[1::2], y[1::2])]
-        split = 'even half of the test split (no val split in the config); reported on the odd half'
+        split = 'even half of the test split (the config has no val split; the report uses the odd half)'
     name = osp.splitext(osp.basename(a.config))[0]
     out = a.out or osp.join('work_dirs', 'cascade', name)
     thr_path = a.thresholds or osp.splitext(a.checkpoint)[0] + '.cascade.json'

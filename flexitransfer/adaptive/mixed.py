@@ -4,7 +4,7 @@ Every token is embedded with the stored kernel PI-resized to its own patch (``s 
 position grid resized to its own level's grid, both through the backbone's cached ``_resized`` (one
 kernel and one grid per level). The class token and the tokens of all levels form one sequence;
 images of a batch with different token counts are padded and the padding is masked out of attention
-(an additive ``-inf`` key mask through timm's ``Block(x, attn_mask=...)``). Outputs follow the
+(a boolean key mask through timm's ``Block(x, attn_mask=...)``). Outputs follow the
 backbone's ``out_type``:
 
 * ``cls_token``: the class token; ``avg``: the area-weighted mean of the patch tokens (the mean of
@@ -40,10 +40,17 @@ __all__ = ['MixedTokens', 'mixed_tokens', 'forward_mixed', 'MixedPatchPolicy', '
 class MixedTokens:
     """The embedded sequence of a batch and how to read it back."""
     tokens: torch.Tensor                 # (B, P + Nmax, D), P prefix (class) tokens, padded
-    attn_mask: Optional[torch.Tensor]    # (B, 1, 1, P + Nmax) additive float mask, None when no padding
+    attn_mask: Optional[torch.Tensor]    # (B, 1, 1, P + Nmax) bool key mask (True = real token), None when no padding
     num_tokens: torch.Tensor             # (B,) patch tokens per image (no class token)
     cell_index: torch.Tensor             # (B, Gh, Gw) sequence index (incl. prefix) of the token covering each fine cell
     fine_grid: Tuple[int, int]
+    # which token each sequence position holds: ``order[b, i]`` is a slot of the concatenation of the
+    # levels' full grids (level k's grid ``level_grids[k]``, ``level_slots[k]`` slots: 0 when the batch has
+    # no token at that level); ``valid[b, i]`` is False on padding
+    order: Optional[torch.Tensor] = None
+    valid: Optional[torch.Tensor] = None
+    level_grids: Optional[List[Tuple[int, int]]] = None
+    level_slots: Optional[List[int]] = None
 
 
 def mixed_tokens(backbone: FlexiViT, x: torch.Tensor, levels: torch.Tensor, base_patch: int,
@@ -109,13 +116,13 @@ def mixed_tokens(backbone: FlexiViT, x: torch.Tensor, levels: torch.Tensor, base
     if int(n.min()) != nmax:
         valid = torch.arange(nmax, device=x.device)[None] < n[:, None]
         valid = torch.cat([valid.new_ones(b, npt), valid], 1)
-        attn_mask = torch.zeros(b, 1, 1, npt + nmax, dtype=seq.dtype, device=x.device)
-        attn_mask.masked_fill_(~valid[:, None, None], float('-inf'))
-    return MixedTokens(seq, attn_mask, n, cell_index, (gh, gw))
+        attn_mask = valid[:, None, None]  # bool, True = attend (SDPA; timm turns it into -inf otherwise; AMP-safe)
+    real = torch.arange(nmax, device=x.device)[None] < n[:, None]
+    return MixedTokens(seq, attn_mask, n, cell_index, (gh, gw), order, real, grids, [e.shape[1] for e in embs])
 
 
 def _run_block(backbone, blk, x, attn_mask):
-    if getattr(backbone, 'with_cp', False) and backbone.training and x.requires_grad:
+    if getattr(backbone, 'with_cp', False) and backbone.training and torch.is_grad_enabled():
         from torch.utils.checkpoint import checkpoint
         return checkpoint(blk, x, attn_mask, use_reentrant=False)
     return blk(x, attn_mask=attn_mask)

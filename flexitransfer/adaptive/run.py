@@ -15,7 +15,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..utils import interleaved_ms
+from ..benchmark.timing import interleaved_ms
 from .cascade import CascadeResult, calibrate, classifier_logits_fn, confidence, save_thresholds, simulate
 from .cost import stage_gflops
 

@@ -18,7 +18,6 @@ any first step), so even one measured iteration is a steady-state one. Memory:
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import os
 import os.path as osp
@@ -30,10 +29,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ['train_input_size', 'measure_train_step', 'benchmark_train', 'format_table', 'write_csv']
+from ..reporting import markdown_table, write_csv
+
+__all__ = ['train_input_size', 'measure_train_step', 'benchmark_train']
 
 FIELDS = ('config', 'device', 'amp', 'patch', 'tokens', 'with_cp', 'batch', 'img_size', 'iters', 'sec_per_iter',
           'images_per_s', 'tokens_per_s', 'peak_mib', 'peak_over_base_mib', 'memory', 'loss')
+TABLE_COLS = ('patch', 'tokens', 'with_cp', 'batch', 'sec_per_iter', 'images_per_s', 'tokens_per_s', 'peak_mib',
+              'peak_over_base_mib', 'loss')
 _MARK = '__BENCHMARK_TRAIN_RESULT__'
 
 
@@ -129,7 +132,7 @@ def measure_train_step(config: str, patch: int, iters: int = 1, device: str = 'c
             _sync(device)
             t0 = time.perf_counter()
         log_vars = model.train_step(copy.deepcopy(batch), ow)
-        loss = float(log_vars['loss'])
+        loss = float(torch.as_tensor(log_vars['loss']).detach())
     _sync(device)
     sec = (time.perf_counter() - t0) / max(iters, 1)
     if cuda:
@@ -160,22 +163,6 @@ def _measure_fresh(timeout: Optional[float] = None, **kwargs) -> Dict:
                        f'{res.stdout[-2000:]}\n{res.stderr[-4000:]}')
 
 
-def format_table(rows: List[Dict]) -> str:
-    cols = ('patch', 'tokens', 'with_cp', 'batch', 'sec_per_iter', 'images_per_s', 'tokens_per_s', 'peak_mib',
-            'peak_over_base_mib', 'loss')
-    lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
-    lines += ['| ' + ' | '.join(str(r[c]) for c in cols) + ' |' for r in rows]
-    return '\n'.join(lines)
-
-
-def write_csv(rows: List[Dict], path: str) -> None:
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with open(path, 'w', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-
-
 def benchmark_train(config: str, patches: Sequence[int], iters: int = 1, device: Optional[str] = None,
                     amp: bool = False, with_cp: Sequence[bool] = (False,), batch_size: int = 1, warmup: int = 0,
                     img_size: Optional[Sequence[int]] = None, out: Optional[str] = None, fresh_process: bool = True,
@@ -196,11 +183,11 @@ def benchmark_train(config: str, patches: Sequence[int], iters: int = 1, device:
                   f"peak {row['peak_mib']} MiB (+{row['peak_over_base_mib']} over base)", flush=True)
     out = out or osp.join('work_dirs', 'benchmark_train',
                           f'{osp.splitext(osp.basename(config))[0]}_{device.replace(":", "")}.csv')
-    write_csv(rows, out)
+    write_csv(out, rows, FIELDS)
     r0 = rows[0]
     print(f"\n{osp.basename(config)}, {r0['img_size']}, batch {batch_size}, {device}"
           f"{', amp' if amp else ''}, {warmup} warm-up + {iters} timed iteration(s); memory: {r0['memory']}"
           f"{' minus the RSS after building model, optimizer state and inputs' if device == 'cpu' else ''}\n")
-    print(format_table(rows))
+    print(markdown_table(rows, TABLE_COLS, formats={c: '{}' for c in TABLE_COLS}))
     print(f'\nCSV: {out}')
     return rows

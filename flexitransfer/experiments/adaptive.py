@@ -1,8 +1,8 @@
 """Adaptive compute measured on the digits FlexiViT (``tools/reproduce_adaptive.py``).
 
 Accuracy against mean tokens, mean GFLOPs and mean latency per image for
-(a) every uniform patch, (b) the per-image cascade (calibrated on one half of the test images,
-reported on the other), (c) mixed patch sizes inside each image, zero-shot, (d) mixed patch sizes
+(a) every uniform patch, (b) the per-image cascade (thresholds cross-fitted: calibrated on one half of
+the test images, applied to the other, and vice versa), (c) mixed patch sizes inside each image, zero-shot, (d) mixed patch sizes
 after a short fine-tune on random mixed partitions, with (e) the same fine-tune on random uniform
 patches as its control. Every number comes from one seeded run.
 """
@@ -20,7 +20,7 @@ import torch
 from ..adaptive import (FlexiCascade, MixedPatchPolicy, calibrate, confidence, laplacian_detail, set_mixed_policy,
                         vit_flops)
 from ..engine.mixed_hook import draw_mixed_policy
-from ..utils import interleaved_ms
+from ..benchmark.timing import interleaved_ms
 from .digits import (IMG, PATCHES, accuracy, flexi_net, load_digits_48, load_saved_flexi, random_patch_fn,
                      save_model, train)
 
@@ -246,27 +246,37 @@ def write_rows(rows: List[dict], out_prefix: str, title: str, metric: str = 'top
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.6))
     groups: Dict[str, List[dict]] = {}
     for r in rows:
-        key = r['method'] + (' ' + r['setting'].split(',')[0] if 'mixed' in r['method'] else '')
+        key = r['method']
+        if r['setting'].startswith('s='):  # one line per finest patch and partition rule
+            key += ' ' + r['setting'].split(',')[0] + (' budget' if 'budget' in r['setting'] else ' detail')
         groups.setdefault(key, []).append(r)
-    styles = ['o-', 's--', '^-', 'v-', 'd-', 'x:', '+-.', '<-', '>-', 'p-', 'h-', '*-']
+    markers = 'os^vd<>ph*xP+'
     for ax, xkey, xlabel in ((axes[0], 'mean_tokens', 'mean tokens per image'),
                              (axes[1], 'latency_ms', 'latency per image, batch 1 (ms, interleaved)')):
-        for (name, rs), st in zip(groups.items(), styles):
-            rs = [r for r in rs if r.get(xkey) is not None and np.isfinite(r[xkey])]
+        for i, (name, rs) in enumerate(groups.items()):
+            rs = sorted([r for r in rs if r.get(xkey) is not None and np.isfinite(r[xkey])],
+                        key=lambda r: r['mean_tokens'])
             if not rs:
                 continue
-            rs = sorted(rs, key=lambda r: r[xkey])
-            ax.plot([r[xkey] for r in rs], [r['top1'] for r in rs], st, ms=4, label=name, alpha=0.85)
+            control = name.startswith(('(e)', "(d')"))
+            ax.plot([r[xkey] for r in rs], [r['top1'] for r in rs], marker=markers[i % len(markers)], ms=4,
+                    ls=(':' if control else '-') if xkey == 'mean_tokens' else 'none', alpha=0.45 if control else 0.9,
+                    lw=1.8 if name.startswith('(a)') else 1.1, label=name)
+            cal = [r for r in rs if 'calibrated' in r['setting']]
+            if cal:
+                ax.plot([r[xkey] for r in cal], [r['top1'] for r in cal], '*', ms=13, color='k', alpha=0.6,
+                        label='cascade, calibrated' if xkey == 'mean_tokens' else None)
         ax.set_xscale('log')
         ax.set_xlabel(xlabel)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6.5)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc='lower center', ncol=4, fontsize=7, frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     fig.savefig(out_prefix + '.png', dpi=120)
     plt.close(fig)
     return [out_prefix + e for e in ('.md', '.csv', '.png')]

@@ -9,8 +9,8 @@ Mask2Former's pixel decoder would fail on a GPU with ``ms_deform_attn_impl_forwa
 implementation for device cuda:0 not found``.
 
 ``FlexiMSDeformAttn`` makes the choice per device instead: the compiled kernel where it exists for
-the value's device (checked once per device by running it on a tiny input, see
-``kernel_available``), the PyTorch implementation (same result) everywhere else. Nothing in mmcv
+the value's device and dtype (checked once per (device, dtype) by running it on a tiny input,
+see ``kernel_available``), the PyTorch implementation (same result) everywhere else. Nothing in mmcv
 is patched: ``use_portable_deform_attn(model)`` replaces the plain mmcv modules inside one model
 (same weights), and ``FlexiMask2Former`` calls it in its constructor.
 """
@@ -29,9 +29,9 @@ from mmengine.registry import MODELS
 
 __all__ = ['FlexiMSDeformAttn', 'kernel_available', 'use_portable_deform_attn', 'clear_kernel_cache']
 
-#: device string -> does mmcv's compiled kernel run there. Bounded: at most this many devices.
+#: (device, dtype) -> does mmcv's compiled kernel run there. Bounded: at most this many entries.
 MAX_CACHED_DEVICES = 16
-_KERNEL_CACHE: 'OrderedDict[str, bool]' = OrderedDict()
+_KERNEL_CACHE: 'OrderedDict[tuple, bool]' = OrderedDict()
 
 
 def _device_key(device) -> str:
@@ -41,31 +41,33 @@ def _device_key(device) -> str:
     return str(device)
 
 
-def _probe(device: torch.device) -> bool:
-    """Run mmcv's compiled forward on a 1-query, 1-key input on ``device``; False if it cannot."""
+def _probe(device: torch.device, dtype: torch.dtype = torch.float32) -> bool:
+    """Run mmcv's compiled forward on a 1-query, 1-key input on ``device`` in ``dtype``; False if it cannot."""
     try:
         with torch.no_grad():
-            value = torch.ones(1, 1, 1, 2, device=device)                # (bs, keys, heads, dims)
+            value = torch.ones(1, 1, 1, 2, device=device, dtype=dtype)     # (bs, keys, heads, dims)
             shapes = torch.tensor([[1, 1]], dtype=torch.long, device=device)  # (levels, 2)
             start = torch.zeros(1, dtype=torch.long, device=device)
-            loc = torch.full((1, 1, 1, 1, 1, 2), 0.5, device=device)      # (bs, q, heads, levels, points, 2)
-            weight = torch.ones(1, 1, 1, 1, 1, device=device)
+            loc = torch.full((1, 1, 1, 1, 1, 2), 0.5, device=device, dtype=dtype)  # (bs, q, heads, levels, points, 2)
+            weight = torch.ones(1, 1, 1, 1, 1, device=device, dtype=dtype)
             out = ext_module.ms_deform_attn_forward(value, shapes, start, loc, weight, im2col_step=1)
             if device.type == 'cuda':
                 torch.cuda.synchronize(device)  # surface asynchronous launch errors here
             return bool(torch.isfinite(out).all())
     except Exception as err:  # "implementation for device cuda:0 not found", no kernel image, ...
-        print_log(f'mmcv multi-scale deformable attention: no compiled kernel for {device} ({err}); '
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        print_log(f'mmcv multi-scale deformable attention: no compiled kernel for {device}, {dtype} ({why}); '
                   f'using the PyTorch implementation there', logger='current', level=logging.INFO)
         return False
 
 
-def kernel_available(device) -> bool:
-    """Whether mmcv's compiled multi-scale deformable attention runs on ``device`` (cached per device)."""
-    key = _device_key(device)
+def kernel_available(device, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether mmcv's compiled multi-scale deformable attention runs on ``device`` for ``dtype`` values
+    (tried once per (device, dtype), cached)."""
+    key = (_device_key(device), dtype)
     hit = _KERNEL_CACHE.get(key)
     if hit is None:
-        hit = _KERNEL_CACHE[key] = _probe(torch.device(key))
+        hit = _KERNEL_CACHE[key] = _probe(torch.device(key[0]), dtype)
         while len(_KERNEL_CACHE) > MAX_CACHED_DEVICES:
             _KERNEL_CACHE.popitem(last=False)
     return hit
@@ -78,7 +80,8 @@ def clear_kernel_cache() -> None:
 @MODELS.register_module()
 class FlexiMSDeformAttn(MultiScaleDeformableAttention):
     """mmcv's ``MultiScaleDeformableAttention`` (same arguments, parameters and result) that uses the
-    compiled kernel only where ``kernel_available(value.device)``, else ``multi_scale_deformable_attn_pytorch``.
+    compiled kernel only where ``kernel_available(value.device, value.dtype)``, else
+    ``multi_scale_deformable_attn_pytorch``.
 
     ``forward`` is mmcv 2.1.0's, with only the kernel choice changed.
     """
@@ -114,12 +117,13 @@ class FlexiMSDeformAttn(MultiScaleDeformableAttention):
             sampling_locations = (reference_points[:, :, None, :, None, :]
                                   + sampling_offsets / offset_normalizer[None, None, None, :, None, :])
         elif reference_points.shape[-1] == 4:
-            sampling_locations = (reference_points[:, :, None, :, None, :2]
-                                  + sampling_offsets / self.num_points * reference_points[:, :, None, :, None, 2:] * 0.5)
+            sampling_locations = (reference_points[:, :, None, :, None, :2] + sampling_offsets / self.num_points
+                                  * reference_points[:, :, None, :, None, 2:] * 0.5)
         else:
-            raise ValueError(f'Last dim of reference_points must be 2 or 4, but get {reference_points.shape[-1]} instead.')
+            raise ValueError(f'Last dim of reference_points must be 2 or 4, but get '
+                             f'{reference_points.shape[-1]} instead.')
 
-        if kernel_available(value.device):
+        if kernel_available(value.device, value.dtype):
             output = MultiScaleDeformableAttnFunction.apply(value, spatial_shapes, level_start_index,
                                                             sampling_locations, attention_weights, self.im2col_step)
         else:
