@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..engine.patch import flexi_modules, set_patch_size
+from ..engine.patch_size import flexi_modules, set_patch_size
 from ..models.backbones.flexivit import check_patch_size
 from .attention import query_attention, rollout
 from .cka import MinibatchCKA

@@ -6,7 +6,7 @@ run inference on images, prepare and run the multi-patch test loop.
     sample = inference_model(model, 'demo.jpg')            # SegDataSample with pred_sem_seg
 """
 from ..engine.checkpoint import load_weights
-from ..engine.patch import get_patch_size, set_patch_size
+from ..engine.patch_size import get_patch_size, set_patch_size
 from .inference import inference_model, test_pipeline
 from .model import init_model, load_config, without_pretrained
 from .test import build_test_runner, default_work_dir, evaluate, prepare_test_cfg

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from mmengine.dataset import Compose, pseudo_collate
 
-from ..engine.patch import get_patch_size, set_patch_size
+from ..engine.patch_size import get_patch_size, set_patch_size
 
 ImageLike = Union[str, np.ndarray]
 

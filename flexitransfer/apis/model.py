@@ -11,7 +11,7 @@ import torch.nn as nn
 from mmengine.config import Config
 
 from ..engine.checkpoint import load_weights
-from ..engine.patch import set_patch_size, walk_backbone_cfgs
+from ..engine.patch_size import set_patch_size, walk_backbone_cfgs
 
 
 def load_config(config: Union[str, Config], cfg_options: Optional[dict] = None) -> Config:

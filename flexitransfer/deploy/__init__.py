@@ -6,7 +6,7 @@ timm export, graph metadata), ``session`` (ONNX Runtime sessions), ``predictors`
 graph inside the task model, per model class), ``verify`` (output differences, real test
 inputs), ``evaluate`` (test-set metrics through the test loop), ``quantize`` (int8), ``dtypes``.
 """
-from ..engine.patch import walk_backbone_cfgs  # noqa: F401  (config walker, used with deploy_config)
+from ..engine.patch_size import walk_backbone_cfgs  # noqa: F401  (config walker, used with deploy_config)
 from .bake import bake_model, deploy_config, infer_img_size
 from .dtypes import AUTOCAST_DTYPES, autocast_dtypes, check_autocast
 from .evaluate import build_runner, evaluate

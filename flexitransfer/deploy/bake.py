@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 
 import torch.nn as nn
 
-from ..engine.patch import flexi_modules, walk_backbone_cfgs  # noqa: F401  (re-exported)
+from ..engine.patch_size import flexi_modules, walk_backbone_cfgs  # noqa: F401  (re-exported)
 from ..models.backbones.flexivit import check_patch_size
 from ..ops import to_2tuple
 

@@ -23,7 +23,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from ..engine.patch import flexi_modules
+from ..engine.patch_size import flexi_modules
 from ..models.backbones.flexivit import FlexiViT, check_patch_size
 from ..ops import to_2tuple
 

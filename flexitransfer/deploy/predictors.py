@@ -19,7 +19,7 @@ from typing import Callable, Dict, Optional
 
 import torch.nn as nn
 
-from ..engine.patch import flexi_modules
+from ..engine.patch_size import flexi_modules
 from ..ops import to_2tuple
 from .session import OnnxFunction
 

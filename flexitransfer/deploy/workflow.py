@@ -12,7 +12,7 @@ import torch
 
 from ..apis import init_model, load_config
 from ..benchmark.timing import interleaved_median_ms
-from ..engine.patch import flexi_modules, set_patch_size
+from ..engine.patch_size import flexi_modules, set_patch_size
 from ..evaluation.main_metric import main_metric
 from ..ops import to_2tuple
 from .bake import bake_model, deploy_config, infer_img_size

@@ -4,7 +4,7 @@ from .dist import choose_backend, init_distributed
 from .hooks import RandomPatchSizeHook
 from .mixed_hook import MixedPartitionHook, draw_mixed_policy
 from .loops import MultiPatchTestLoop, MultiPatchValLoop, format_patch_table
-from .patch import draw_patch_size, flexi_modules, get_patch_size, set_patch_size, walk_backbone_cfgs
+from .patch_size import draw_patch_size, flexi_modules, get_patch_size, set_patch_size, walk_backbone_cfgs
 from .validate import check_datasets_nonempty, check_patch_value, validate_patch_config
 
 __all__ = ['CPUAmpOptimWrapper', 'amp_optim_wrapper', 'allow_mmengine_checkpoints', 'check_checkpoint', 'load_weights', 'read_state_dict', 'choose_backend', 'init_distributed',

@@ -6,7 +6,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from ..models.backbones.flexivit import DEFAULT_PATCH_SIZES
-from .patch import draw_patch_size, get_patch_size, normalize_probs, set_patch_size
+from .patch_size import draw_patch_size, get_patch_size, normalize_probs, set_patch_size
 
 
 @HOOKS.register_module()

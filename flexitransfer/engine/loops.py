@@ -14,7 +14,7 @@ from mmengine.registry import LOOPS
 from mmengine.runner import TestLoop, ValLoop
 
 from ..ops import to_2tuple
-from .patch import flexi_modules, get_patch_size, set_patch_size
+from .patch_size import flexi_modules, get_patch_size, set_patch_size
 
 
 def _fmt_patch(p) -> str:

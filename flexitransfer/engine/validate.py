@@ -13,7 +13,7 @@ from __future__ import annotations
 from math import gcd
 from typing import List, Optional, Sequence, Tuple
 
-from .patch import normalize_probs, walk_backbone_cfgs
+from .patch_size import normalize_probs, walk_backbone_cfgs
 
 Size2 = Tuple[int, int]
 

@@ -297,7 +297,7 @@ def _seg_batches(model, cfg):
 @torch.no_grad()
 def _miou(model, batches, num_classes: int, policy: Optional[MixedPatchPolicy] = None, patch=None):
     """mIoU (%, nanmean over classes as mmseg's IoUMetric) and the patch tokens per image."""
-    from ..engine.patch import set_patch_size
+    from ..engine.patch_size import set_patch_size
     if patch is not None:
         set_patch_size(model, patch)
     set_mixed_policy(model, policy)
@@ -382,7 +382,7 @@ def seg_study(config: str = 'configs/seg/tiny_seg_flexi.py', checkpoint: str = '
 
     def timed(m, policy=None, patch=None):
         def run():
-            from ..engine.patch import set_patch_size
+            from ..engine.patch_size import set_patch_size
             if patch is not None:
                 set_patch_size(m, patch)
             set_mixed_policy(m, policy)

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..engine.patch import draw_patch_size
+from ..engine.patch_size import draw_patch_size
 from ..models.backbones import FlexiViT
 
 PATCHES = [4, 6, 8, 12, 16, 24]  # grids 12, 8, 6, 4, 3, 2 on 48x48
