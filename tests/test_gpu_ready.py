@@ -301,6 +301,16 @@ def test_measure_train_step_in_process():
         25 * row['images_per_s'], rel=1e-2)
 
 
+@pytest.mark.parametrize('config,tokens', [('configs/cls/tiny_cls_flexi.py', 25), ('configs/retrieval/tiny_lit_flexi.py', 25),
+                                            ('configs/det/tiny_owl_det.py', 64)])
+def test_measure_train_step_every_task(config, tokens):
+    """benchmark_train takes any config: classification, LiT and detection get batches of their own kind
+    (a training step with a finite loss; LiT's contrastive loss on a batch of 2 pairs is > 0)."""
+    from flexitransfer.benchmark.train import measure_train_step
+    row = measure_train_step(osp.join(ROOT, config), patch=12, iters=1, batch_size=2)
+    assert row['tokens'] == tokens and row['batch'] == 2 and row['loss'] > 0 and row['loss'] == row['loss']
+
+
 def test_benchmark_train_fresh_process(tmp_path, capsys):
     """What tools/benchmark_train.py calls (argparse + this): the measurement in a fresh process, table, CSV."""
     from flexitransfer.benchmark.train import benchmark_train

@@ -16,7 +16,7 @@ from typing import Sequence, Tuple, Union
 import numpy as np
 import torch
 
-__all__ = ['seg_batch', 'panoptic_batch', 'synthetic_batch']
+__all__ = ['seg_batch', 'panoptic_batch', 'cls_batch', 'caption_batch', 'detection_batch', 'synthetic_batch']
 
 
 def _hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
@@ -76,15 +76,61 @@ def panoptic_batch(size=96, n: int = 2, num_things: int = 4, num_stuff: int = 3,
     return dict(inputs=inputs, data_samples=samples)
 
 
+def cls_batch(size=60, n: int = 2, num_classes: int = 4, seed: int = 0) -> dict:
+    """``n`` random images with a ``gt_label`` each (classification, FlexiDistill)."""
+    from mmengine.structures import BaseDataElement
+    g = torch.Generator().manual_seed(seed)
+    inputs = _images(n, _hw(size), g)
+    labels = torch.randint(0, num_classes, (n,), generator=g)
+    return dict(inputs=inputs, data_samples=[BaseDataElement(gt_label=labels[i]) for i in range(n)])
+
+
+def caption_batch(size=60, n: int = 2, seed: int = 0) -> dict:
+    """``n`` random images with a ``caption`` each (LiT)."""
+    from mmengine.structures import BaseDataElement
+    g = torch.Generator().manual_seed(seed)
+    words = ('red', 'green', 'blue', 'yellow')
+    caps = [f'a {words[i % 4]} circle above a {words[(i + 1) % 4]} square' for i in range(n)]
+    return dict(inputs=_images(n, _hw(size), g), data_samples=[BaseDataElement(caption=c) for c in caps])
+
+
+def detection_batch(size=96, n: int = 2, queries: Sequence[str] = ('red', 'green', 'blue', 'yellow'),
+                    seed: int = 0) -> dict:
+    """``n`` random images with two boxes each, labelled by index into the text ``queries`` (OWL-ViT)."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    h, w = _hw(size)
+    g = torch.Generator().manual_seed(seed)
+    boxes = torch.tensor([[w * .1, h * .1, w * .45, h * .4], [w * .5, h * .55, w * .9, h * .9]])
+    samples = []
+    for i in range(n):
+        s = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1., 1.),
+                                        text=tuple(queries)))
+        s.gt_instances = InstanceData(bboxes=boxes.clone(), labels=torch.tensor([i % len(queries),
+                                                                                (i + 1) % len(queries)]))
+        samples.append(s)
+    return dict(inputs=_images(n, (h, w), g), data_samples=samples)
+
+
 def synthetic_batch(model: torch.nn.Module, size, n: int = 2, seed: int = 0) -> dict:
-    """A batch ``model``'s loss accepts: panoptic for models with a ``panoptic_head`` (mmdet
-    MaskFormer / Mask2Former), semantic segmentation for models with a ``decode_head`` (mmseg)."""
+    """A batch ``model``'s loss accepts, chosen from the model: panoptic (``panoptic_head``: mmdet
+    MaskFormer / Mask2Former), semantic segmentation (``decode_head``: mmseg), open-vocabulary detection
+    (OWLViTDetector), LiT (captions), classification / FlexiDistill (labels)."""
+    kind = type(model).__name__
     head = getattr(model, 'panoptic_head', None)
     if head is not None:
         return panoptic_batch(size, n, head.num_things_classes, head.num_stuff_classes, seed)
     head = getattr(model, 'decode_head', None)
     if head is not None:
         return seg_batch(size, n, head.num_classes, seed)
+    if kind == 'OWLViTDetector':
+        return detection_batch(size, n, tuple(getattr(model, 'default_queries', None) or ('red', 'green', 'blue')),
+                               seed)
+    if kind == 'LiT':
+        return caption_batch(size, n, seed)
+    clf = getattr(model, 'student', model)
+    if hasattr(clf, 'num_classes') and hasattr(clf, 'head'):
+        return cls_batch(size, n, clf.num_classes, seed)
     raise NotImplementedError(
-        f'no synthetic batch for {type(model).__name__}: supported are mmseg segmentors (decode_head) and '
-        f'mmdet panoptic models (panoptic_head); add a builder in flexitransfer/datasets/synthetic.py')
+        f'no synthetic batch for {kind}: supported are mmseg segmentors (decode_head), mmdet panoptic models '
+        f'(panoptic_head), OWLViTDetector, LiT and classifiers; add a builder in flexitransfer/datasets/synthetic.py')
