@@ -360,3 +360,93 @@ def test_owl_detector_one_box_per_token_with_its_own_prior():
                 if (blk == k).all():
                     want.append(tuple(f(v) for v in ((c + 1) / g, (r + 1) / g, 1 / g, 1 / g)))
     assert len(want) == 40 and torch.allclose(torch.tensor(got), torch.tensor(sorted(want)), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- every task; LiT; ONNX
+def _tiny_lit():
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    from conftest import ROOT
+    cfg = Config.fromfile(f'{ROOT}/configs/retrieval/tiny_lit_flexi.py')
+    init_default_scope('mmengine')
+    lit = MODELS.build(dict(cfg.model, zero_shot=dict(classnames=['red', 'green', 'blue', 'yellow'],
+                                                      templates=['a {} shape', 'a {} thing'])))
+    return randomize(lit).eval()
+
+
+def test_mixed_patches_in_panoptic_and_lit():
+    """The partition with every cell fine gives the plain forward at p = s for Mask2Former's outputs and
+    LiT's image embedding; every cell coarse gives LiT's p = 2s embedding."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    import flexitransfer.models.panoptic  # noqa: F401
+    from conftest import ROOT
+    from flexitransfer.engine import set_patch_size
+    cfg = Config.fromfile(f'{ROOT}/configs/panoptic/tiny_panoptic_flexi.py')
+    init_default_scope('mmdet')
+    from mmdet.registry import MODELS
+    pan = randomize(MODELS.build(cfg.model)).eval()
+    x = images(1, h=96, w=96)
+    set_patch_size(pan, 12)
+    with torch.no_grad():
+        ref_cls, ref_mask = pan(x, mode='tensor')
+        with use_mixed_patches(pan, MixedPatchPolicy(12, level=0)):
+            cls, mask = pan(x, mode='tensor')
+    assert max((a - b).abs().max().item() for a, b in zip(cls + mask, ref_cls + ref_mask)) < 1e-5
+    lit = _tiny_lit()
+    x = images(2, h=60, w=60)[..., :60, :60]
+    with torch.no_grad():
+        for level, p in ((0, 6), (1, 12)):
+            set_patch_size(lit, p)
+            ref = lit.encode_image(x)
+            with use_mixed_patches(lit, MixedPatchPolicy(6, level=level, num_levels=2)):
+                out = lit.encode_image(x)
+            assert (out - ref).abs().max() < 1e-5, (level, p)
+
+
+def test_lit_zero_shot_cascade():
+    """The cascade runs on the LiT zero-shot classifier: its logits are what LiT's predict scores (softmax
+    equal to pred_score), thresholds 0 / NEVER give the coarse / fine stage alone."""
+    from mmengine.structures import BaseDataElement
+
+    from flexitransfer.adaptive import NEVER, FlexiCascade, zero_shot_logits_fn
+    from flexitransfer.engine import set_patch_size
+    lit = _tiny_lit()
+    x = images(4, seed=2, h=60, w=60)
+    fn = zero_shot_logits_fn(lit)
+    with torch.no_grad():
+        coarse, fine = fn(x, 30), fn(x, 12)
+        set_patch_size(lit, 30)
+        pred = lit(x, [BaseDataElement(gt_label=torch.tensor(0)) for _ in range(4)], mode='predict')
+    torch.testing.assert_close(torch.stack([s.pred_score for s in pred]), coarse.softmax(-1), atol=1e-5, rtol=0)
+    out, stage = FlexiCascade(lit, [30, 12], [0.0])(x)
+    assert (out - coarse).abs().max() < 1e-5 and (stage == 0).all()
+    out, stage = FlexiCascade(lit, [30, 12], [NEVER])(x)
+    assert (out - fine).abs().max() < 1e-5 and (stage == 1).all()
+
+
+def test_cascade_deploys_through_onnx(tmp_path):
+    """One graph per stage (the model baked at the stage's patch) + cascade.json: ONNX Runtime gives the
+    PyTorch cascade's logits and stopping stages, for a classifier and for LiT zero-shot."""
+    from mmengine.registry import MODELS
+
+    from flexitransfer.adaptive import FlexiCascade, confidence
+    from flexitransfer.deploy import OnnxCascade, export_cascade_onnx
+    clf = MODELS.build(dict(type='FlexiImageClassifier', num_classes=5, head_zero_init=False,
+                            backbone=dict(type='FlexiViT', arch=dict(embed_dims=32, num_layers=2, num_heads=2),
+                                          patch_size=8, base_patch_size=8, base_pos_grid=4)))
+    for name, model, patches, x in (('cls', randomize(clf).eval(), [16, 8], images(6, seed=4)),
+                                    ('lit', _tiny_lit(), [30, 12], images(6, seed=5, h=60, w=60))):
+        ref = FlexiCascade(model, patches, [0.0])  # thresholds: the median confidence at the first stage
+        with torch.no_grad():
+            thr = float(confidence(ref.logits_fn(x, patches[0])).median())
+        want, want_stage = FlexiCascade(model, patches, [thr])(x)
+        path = export_cascade_onnx(model, patches, [thr], tuple(x.shape[-2:]), str(tmp_path / name),
+                                   exporter='torchscript')
+        got, stage = OnnxCascade(path)(x)
+        assert torch.equal(stage, want_stage) and 0 < int((stage == 0).sum()) < 6, name
+        assert (got - want).abs().max() < 1e-4, name
+        assert sorted(p.name for p in (tmp_path / name).iterdir() if p.suffix == '.onnx') == \
+            [f'stage{i}_p{p}.onnx' for i, p in enumerate(patches)]

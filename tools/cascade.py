@@ -36,6 +36,9 @@ def main():
     ap.add_argument('--out', help='prefix of the table / CSV / plot (default work_dirs/cascade/<config name>)')
     ap.add_argument('--thresholds', help='where the thresholds JSON goes (default beside the checkpoint)')
     ap.add_argument('--latency-runs', type=int, default=20, help='0 skips the latency measurement')
+    ap.add_argument('--onnx', action='store_true',
+                    help='also deploy the cascade through ONNX (one graph per stage, beside the thresholds) and check it')
+    ap.add_argument('--exporter', choices=['dynamo', 'torchscript'], default='dynamo')
     ap.add_argument('--device', default='cpu')
     a = ap.parse_args()
     if sorted(a.patch, reverse=True) != a.patch or len(set(a.patch)) != len(a.patch):
@@ -66,6 +69,14 @@ def main():
           'of images reaching each stage (compare ratios, not absolute ms, on a loaded machine)')
     print(f'wrote {", ".join(study["files"])} and {thr_path}')
     print(json.dumps({'thresholds': study['thresholds'], 'test': study['chosen']}, default=float))
+    if a.onnx:
+        from flexitransfer.deploy.cascade import check_cascade_onnx
+        onnx_dir = osp.splitext(thr_path)[0] + '_onnx'
+        diff, same = check_cascade_onnx(model, a.patch, study['thresholds'], a.score, test[0][0], onnx_dir,
+                                        a.exporter)
+        print(f'wrote the ONNX cascade to {onnx_dir} (one graph per stage + cascade.json); ONNX Runtime vs '
+              f'PyTorch on {test[0][0].shape[0]} test images: max abs diff of logits {diff:.3g}, same stopping '
+              f'stage for {same:.1%} of them')
 
 
 if __name__ == '__main__':

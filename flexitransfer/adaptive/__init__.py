@@ -8,7 +8,7 @@
 This package sits beside the engine's patch policy and under it: it imports models and ops only.
 """
 from .cascade import (NEVER, CascadeResult, FlexiCascade, calibrate, classifier_logits_fn, confidence,
-                      load_thresholds, save_thresholds, simulate)
+                      load_thresholds, logits_fn_for, save_thresholds, simulate, zero_shot_logits_fn)
 from .cost import stage_gflops, uniform_tokens, vit_flops
 from .mixed import (MixedPatchPolicy, MixedTokens, forward_mixed, get_mixed_policy, mixed_tokens, set_mixed_policy,
                     use_mixed_patches)
@@ -16,6 +16,7 @@ from .partition import (allowed_levels, check_partition, laplacian_detail, parti
                         partition_by_threshold, random_partition, token_count, uniform_partition)
 
 __all__ = ['NEVER', 'CascadeResult', 'FlexiCascade', 'calibrate', 'classifier_logits_fn', 'confidence',
+           'logits_fn_for', 'zero_shot_logits_fn',
            'load_thresholds', 'save_thresholds', 'simulate', 'stage_gflops', 'uniform_tokens', 'vit_flops',
            'MixedPatchPolicy', 'MixedTokens', 'forward_mixed', 'get_mixed_policy', 'mixed_tokens', 'set_mixed_policy',
            'use_mixed_patches', 'allowed_levels', 'check_partition', 'laplacian_detail', 'partition_by_budget',

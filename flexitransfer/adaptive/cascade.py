@@ -24,7 +24,7 @@ from ..models.backbones.flexivit import FlexiViT
 from ..ops import to_2tuple
 
 __all__ = ['FlexiCascade', 'CascadeResult', 'confidence', 'simulate', 'calibrate', 'save_thresholds',
-           'load_thresholds', 'classifier_logits_fn', 'NEVER']
+           'load_thresholds', 'classifier_logits_fn', 'zero_shot_logits_fn', 'logits_fn_for', 'NEVER']
 
 SCORES = ('maxprob', 'margin')
 #: A threshold no confidence reaches (confidences lie in [0, 1]): the stage never stops an image.
@@ -59,6 +59,26 @@ def classifier_logits_fn(model: torch.nn.Module) -> Callable[[torch.Tensor, int]
     return fn
 
 
+def zero_shot_logits_fn(lit: torch.nn.Module) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """``(x, p) -> logits`` of a LiT zero-shot classifier (its ``zero_shot`` class names and prompt
+    templates): ``logit_scale.exp() * image_embedding @ class_embeddings.T``, as its ``predict`` scores."""
+    if not getattr(lit, 'zero_shot', None):
+        raise ValueError('the LiT model has no zero_shot classes: set model.zero_shot=dict(classnames=[...], '
+                         "templates=['a photo of a {}.']) in the config (configs/retrieval/lit_zeroshot_cifar100.py)")
+
+    def fn(x, p):
+        _set_patch(lit, p)
+        return lit.logit_scale.exp() * lit.encode_image(x) @ lit.zero_shot_weights().T
+    return fn
+
+
+def logits_fn_for(model: torch.nn.Module) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """The cascade's ``(x, p) -> logits`` for a task model: a LiT zero-shot classifier, or a classifier."""
+    if type(model).__name__ == 'LiT':
+        return zero_shot_logits_fn(model)
+    return classifier_logits_fn(model)
+
+
 class FlexiCascade(torch.nn.Module):
     """Args:
         model: the classifier (one set of weights for every stage).
@@ -80,7 +100,7 @@ class FlexiCascade(torch.nn.Module):
         self.patch_sizes = list(patch_sizes)
         self.thresholds = [float(t) for t in thresholds]
         self.score = score
-        self.logits_fn = logits_fn or classifier_logits_fn(model)
+        self.logits_fn = logits_fn or logits_fn_for(model)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor):

@@ -3,7 +3,7 @@ calibrated thresholds, test accuracy / mean GFLOPs / mean latency / stop fractio
 table + plot against every single fixed patch size.
 
 Takes a built classifier and its data (lists of preprocessed batches or mmengine dataloaders), so it
-works for any ``FlexiImageClassifier`` (``classifier_logits_fn``) or any ``(x, p) -> logits``.
+works for any ``FlexiImageClassifier``, a LiT zero-shot classifier (``logits_fn_for``) or any ``(x, p) -> logits``.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..benchmark.timing import interleaved_ms
-from .cascade import CascadeResult, calibrate, classifier_logits_fn, confidence, save_thresholds, simulate
+from .cascade import CascadeResult, calibrate, confidence, logits_fn_for, save_thresholds, simulate
 from .cost import stage_gflops
 
 __all__ = ['collect_stage_logits', 'batches_from_loader', 'stage_latency_ms', 'cascade_study', 'write_study']
@@ -159,7 +159,7 @@ def run_cascade(model, val_batches, test_batches, stage_patches: Sequence[int], 
                 logits_fn: Optional[Callable] = None, num_classes: Optional[int] = None) -> dict:
     """The whole study for a classifier; returns it (and writes OUT.* and the thresholds JSON when given)."""
     model.eval()
-    logits_fn = logits_fn or classifier_logits_fn(model)
+    logits_fn = logits_fn or logits_fn_for(model)
     all_patches = sorted(set(stage_patches) | set(extra_patches), reverse=True)
     x0 = test_batches[0][0]
     img_hw = tuple(x0.shape[-2:])

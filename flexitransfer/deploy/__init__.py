@@ -4,10 +4,12 @@ One idea per module, imports pointing one way (export <- session <- predictors <
 ``bake`` (the patch baked into kernel and position grid; deployment config), ``export`` (ONNX and
 timm export, graph metadata), ``session`` (ONNX Runtime sessions), ``predictors`` (an exported
 graph inside the task model, per model class), ``verify`` (output differences, real test
-inputs), ``evaluate`` (test-set metrics through the test loop), ``quantize`` (int8), ``dtypes``.
+inputs), ``evaluate`` (test-set metrics through the test loop), ``quantize`` (int8), ``dtypes``,
+``cascade`` (an anytime cascade as one graph per stage).
 """
 from ..engine.patch_size import walk_backbone_cfgs  # noqa: F401  (config walker, used with deploy_config)
 from .bake import bake_model, deploy_config, infer_img_size
+from .cascade import OnnxCascade, export_cascade_onnx
 from .dtypes import AUTOCAST_DTYPES, autocast_dtypes, check_autocast
 from .evaluate import build_runner, evaluate
 from .export import EXPORT_TARGETS, EXPORTERS, export_module, export_onnx, read_meta, to_timm_vit
@@ -19,4 +21,5 @@ from .verify import check_onnx, max_abs_diff, test_inputs
 __all__ = ['bake_model', 'deploy_config', 'infer_img_size', 'max_abs_diff', 'to_timm_vit', 'walk_backbone_cfgs',
            'AUTOCAST_DTYPES', 'autocast_dtypes', 'check_autocast', 'EXPORT_TARGETS', 'EXPORTERS', 'check_onnx',
            'export_module', 'export_onnx', 'read_meta', 'quantize_int8', 'OnnxFunction', 'build_runner', 'evaluate',
-           'has_predictor', 'install_onnx', 'make_session', 'register_predictor', 'test_inputs']
+           'has_predictor', 'install_onnx', 'make_session', 'register_predictor', 'test_inputs', 'OnnxCascade',
+           'export_cascade_onnx']
