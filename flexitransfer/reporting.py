@@ -67,3 +67,12 @@ def save_figure(draw: Callable, path: str, nrows: int = 1, ncols: int = 1, size=
     finally:
         plt.close(fig)
     return path
+
+
+def patch_axis(ax, patches: Sequence[int], label: str) -> None:
+    """An x axis of patch sizes: log scale, one tick per patch size, no minor tick labels."""
+    import matplotlib.ticker
+    ax.set_xscale('log')
+    ax.set_xticks(list(patches), [str(p) for p in patches])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel(label)

@@ -21,6 +21,7 @@ import os.path as osp
 import _bootstrap  # noqa: F401
 import torch
 
+from flexitransfer.reporting import patch_axis
 from flexitransfer.experiments.digits import (IMG, PATCHES, Net, accuracy, flexi_net, load_digits_48,
                                               random_patch_fn, save_model, save_test_images, train)
 
@@ -77,15 +78,11 @@ def main():
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
     fig, ax = plt.subplots(figsize=(6, 4))
     for k, style in zip(keys[2:], ('o-', 's--', '^-')):
         ax.plot([r['patch'] for r in rows], [r[k] for r in rows], style, label=k)
     ax.axvline(a.vit_patch, color='grey', lw=0.8, ls=':')
-    ax.set_xscale('log')
-    ax.set_xticks(PATCHES, [str(p) for p in PATCHES])
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel('patch size at evaluation (48x48 input)')
+    patch_axis(ax, PATCHES, 'patch size at evaluation (48x48 input)')
     ax.set_ylabel('test top-1 (%)')
     ax.set_title('One model for all patch sizes (digits)')
     ax.grid(alpha=0.3)

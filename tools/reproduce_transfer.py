@@ -25,6 +25,7 @@ import _bootstrap  # noqa: F401
 import torch
 import torch.nn as nn
 
+from flexitransfer.reporting import markdown_table, patch_axis
 from flexitransfer.experiments.digits import (IMG, PATCHES, Net, accuracy, load_digits_48, random_patch_fn,
                                               train)
 
@@ -104,10 +105,7 @@ def main():
         r['compute vs FT at small p'] = f"{r['tokens x steps'] / ref:.3f}"
 
     def md(rs):
-        keys = list(rs[0])
-        fmt = lambda v: f'{v:.1f}' if isinstance(v, float) else str(v)  # noqa: E731
-        return '\n'.join(['| ' + ' | '.join(keys) + ' |', '|' + '---|' * len(keys)]
-                         + ['| ' + ' | '.join(fmt(r[k]) for k in keys) + ' |' for r in rs])
+        return markdown_table(rs, formats={k: '{:.1f}' for k in rs[0] if isinstance(rs[0][k], float)})
 
     text = (f'sklearn digits at {IMG}x{IMG}; pre-training on digits 0-4 ({len(pre_tr[1])} train images, '
             f'{a.pre_epochs} epochs = {n_pre} steps), test top-1 (%) on held-out 0-4 ({len(pre_te[1])} images):\n\n'
@@ -131,7 +129,6 @@ def main():
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for r, style in zip(rows, ('o-', '^-', 's--', 'x:')):
         label = (f"{r['pre-training']} → FT @ p{r['fine-tune patch']} "
@@ -139,10 +136,7 @@ def main():
         line, = ax.plot(PATCHES, [r[f'p{p}'] for p in PATCHES], style, label=label)
         ax.plot([r['fine-tune patch']], [r[f"p{r['fine-tune patch']}"]], '*', ms=14, color=line.get_color(),
                 alpha=0.5)
-    ax.set_xscale('log')
-    ax.set_xticks(PATCHES, [str(p) for p in PATCHES])
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel('patch size at evaluation (48x48 input); ★ = fine-tuning patch')
+    patch_axis(ax, PATCHES, 'patch size at evaluation (48x48 input); ★ = fine-tuning patch')
     ax.set_ylabel('top-1 on digits 5-9 (%)')
     ax.set_title('Transfer 0-4 → 5-9: fine-tune cheap, evaluate at every patch')
     ax.grid(alpha=0.3)
