@@ -235,3 +235,21 @@ def test_init_model_reads_a_whole_model_safetensors_file(tmp_path):
     save_file({k: v.contiguous() for k, v in src.state_dict().items() if not k.startswith('decode_head.')}, path)
     with pytest.raises(ValueError, match='lacks'):
         init_model(osp.join(ROOT, SEG), path)
+
+
+def test_two_evaluations_in_one_second_do_not_share_a_visualizer(monkeypatch, tmp_path):
+    """mmengine names a config-less visualizer by the second its runner starts: a second quick
+    evaluation reused the first one's (deleted) temporary directory and failed writing its config."""
+    import time
+
+    from flexitransfer.apis import build_test_runner, load_config
+    monkeypatch.setattr(time, 'strftime', lambda *a, **k: '20260101_000000')  # both runners in "one second"
+    cfg = load_config(osp.join(ROOT, 'configs/cls/tiny_cls_flexi.py'))
+    path = str(tmp_path / 'cls.pth')
+    from flexitransfer.apis import init_model
+    torch.save({'state_dict': init_model(cfg).state_dict()}, path)
+    names = []
+    for i in range(2):
+        runner = build_test_runner(cfg, path, work_dir=str(tmp_path / f'w{i}'), log_level='WARNING')
+        names.append(runner.visualizer.instance_name)
+    assert names[0] != names[1]

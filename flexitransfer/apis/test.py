@@ -37,8 +37,12 @@ def prepare_test_cfg(cfg, patch_sizes: Optional[Sequence] = None, work_dir: Opti
         cfg.test_dataloader.dataset.data_root = data_root
     if log_level:
         cfg.log_level = log_level
-    if isinstance(cfg.get('visualizer'), dict):  # a named visualizer is a process-wide singleton: one per runner
-        cfg.visualizer['name'] = f"{cfg.visualizer.get('name', 'visualizer')}_{uuid.uuid4().hex[:8]}"
+    # A visualizer is a process-wide singleton looked up by name, and mmengine names a default one by the
+    # second the runner starts: two test runners in one second (two quick evaluations) would share the
+    # first one, whose temporary directory may be gone. One uniquely named visualizer per runner.
+    if not isinstance(cfg.get('visualizer'), dict):
+        cfg.visualizer = dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
+    cfg.visualizer['name'] = f"{cfg.visualizer.get('name', 'visualizer')}_{uuid.uuid4().hex[:8]}"
     return cfg
 
 
