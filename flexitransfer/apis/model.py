@@ -11,7 +11,7 @@ import torch.nn as nn
 from mmengine.config import Config
 
 from ..engine.checkpoint import load_weights
-from ..engine.patch_size import set_patch_size, walk_backbone_cfgs
+from ..engine.patch_size import set_patch_size
 
 
 def load_config(config: Union[str, Config], cfg_options: Optional[dict] = None) -> Config:
@@ -34,9 +34,7 @@ def load_config(config: Union[str, Config], cfg_options: Optional[dict] = None) 
 def without_pretrained(model_cfg) -> None:
     """Drop the loading of pretrained parts (backbones, text towers, teachers) from a model config in
     place: a trained checkpoint holds every tensor, and the pretrained files need not exist."""
-    for _, bb in walk_backbone_cfgs(model_cfg):
-        bb['pretrained'] = None
-    stack = [model_cfg]
+    stack = [model_cfg]  # every FlexiViT (locked ones too) and text tower, wherever it sits
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
