@@ -34,7 +34,7 @@ def main():
     a = p.parse_args()
     try:
         if a.fmt == 'owlvit':  # a whole detector (transformers OwlViTForObjectDetection), not just a backbone
-            from flexitransfer.converters.owlvit import convert_owlvit_file
+            from flexitransfer.converters.loading import convert_owlvit_file
             return print(convert_owlvit_file(a.src, a.dst, a.hf_config))
         out = convert_checkpoint(read_checkpoint(a.src), a.fmt, a.base_patch, a.num_heads,
                                  quick_gelu=False if a.gelu else None)

@@ -5,7 +5,8 @@
   masked across a batch) and the way task models use it (``use_mixed_patches``);
 * ``cascade``: per-image anytime cascades over patch sizes (``FlexiCascade``) and their calibration.
 
-This package sits beside the engine's patch policy and under it: it imports models and ops only.
+This package sits under the engine's patch policy: it imports models, ops and the patch-size setter
+(`engine/patch_size.py`, which imports models only); the engine's mixed-patch hook imports it.
 """
 from .cascade import (NEVER, CascadeResult, FlexiCascade, calibrate, classifier_logits_fn, confidence,
                       load_thresholds, logits_fn_for, save_thresholds, simulate, zero_shot_logits_fn)

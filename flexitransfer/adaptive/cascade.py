@@ -20,8 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..models.backbones.flexivit import FlexiViT
-from ..ops import to_2tuple
+from ..engine.patch_size import set_patch_size
 
 __all__ = ['FlexiCascade', 'CascadeResult', 'confidence', 'simulate', 'calibrate', 'save_thresholds',
            'load_thresholds', 'classifier_logits_fn', 'zero_shot_logits_fn', 'logits_fn_for', 'NEVER']
@@ -42,19 +41,11 @@ def confidence(logits: torch.Tensor, score: str = 'maxprob') -> torch.Tensor:
     raise ValueError(f'score must be one of {SCORES}, got {score!r}')
 
 
-def _set_patch(model: torch.nn.Module, patch) -> None:
-    mods = [m for m in model.modules() if isinstance(m, FlexiViT) and not getattr(m, 'lock_patch_size', False)]
-    if not mods:
-        raise ValueError(f'{type(model).__name__} has no FlexiViT whose patch size can be set')
-    for m in mods:
-        m.patch_size = to_2tuple(patch)
-
-
 def classifier_logits_fn(model: torch.nn.Module) -> Callable[[torch.Tensor, int], torch.Tensor]:
     """``(x, p) -> logits`` for an mmengine classifier (``FlexiImageClassifier`` or anything whose
     ``forward(x, mode='tensor')`` returns logits): sets the patch size of its FlexiViT(s)."""
     def fn(x, p):
-        _set_patch(model, p)
+        set_patch_size(model, p)
         return model(x, mode='tensor')
     return fn
 
@@ -67,7 +58,7 @@ def zero_shot_logits_fn(lit: torch.nn.Module) -> Callable[[torch.Tensor, int], t
                          "templates=['a photo of a {}.']) in the config (configs/retrieval/lit_zeroshot_cifar100.py)")
 
     def fn(x, p):
-        _set_patch(lit, p)
+        set_patch_size(lit, p)
         return lit.logit_scale.exp() * lit.encode_image(x) @ lit.zero_shot_weights().T
     return fn
 

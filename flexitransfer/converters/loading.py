@@ -14,8 +14,8 @@ from ..ops import resize_patch_embed, resize_pos_embed
 from .big_vision import convert_big_vision
 from .common import Converted, _square_grid
 from .open_clip import convert_open_clip
-from .owlvit import convert_owlvit
-from .reader import Checkpoint, CheckpointError, read_checkpoint
+from .owlvit import convert_owlvit, save_owlvit
+from .reader import Checkpoint, CheckpointError, read_checkpoint, read_json
 from .timm import convert_timm
 
 #: what ``format_of`` can answer; all but 'flexitransfer' (already converted) are ``--from`` choices
@@ -159,3 +159,14 @@ def save_converted(converted: Converted, dst: str, source: str) -> None:
             'converted_from': source}
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     torch.save({'state_dict': state, 'meta': meta}, dst)
+
+
+def convert_owlvit_file(src: str, dst: str, hf_config: Optional[str] = None) -> str:
+    """``tools/convert_weights.py --from owlvit``: a transformers ``save_pretrained`` directory
+    (its ``config.json`` is read; single or sharded weights) or a checkpoint file (+ optional
+    ``config.json`` via ``hf_config``, which also overrides the directory's) -> ``dst``; returns a
+    one-line summary."""
+    ckpt = read_checkpoint(src)
+    out = convert_checkpoint(ckpt, 'owlvit', config=read_json(hf_config, '--hf-config') if hf_config else None)
+    save_owlvit(out, dst)
+    return f'wrote {dst}: OWLViTDetector({out[1]}) with {len(out[0])} tensors'

@@ -21,7 +21,7 @@ changes nothing at or before EOT under the causal mask, so the pooled features a
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 
@@ -140,16 +140,3 @@ def save_owlvit(converted: Converted, dst: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     torch.save({'state_dict': {k: v.contiguous() for k, v in sd.items()},
                 'extras': {k: v.contiguous() for k, v in extras.items()}, 'meta': meta}, dst)
-
-
-def convert_owlvit_file(src: str, dst: str, hf_config: Optional[str] = None) -> str:
-    """``tools/convert_weights.py --from owlvit``: a transformers ``save_pretrained`` directory
-    (its ``config.json`` is read; single or sharded weights) or a checkpoint file (+ optional
-    ``config.json`` via ``hf_config``, which also overrides the directory's) -> ``dst``; returns a
-    one-line summary."""
-    from .loading import convert_checkpoint
-    from .reader import read_checkpoint, read_json
-    ckpt = read_checkpoint(src)
-    out = convert_checkpoint(ckpt, 'owlvit', config=read_json(hf_config, '--hf-config') if hf_config else None)
-    save_owlvit(out, dst)
-    return f'wrote {dst}: OWLViTDetector({out[1]}) with {len(out[0])} tensors'
