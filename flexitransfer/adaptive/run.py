@@ -7,15 +7,13 @@ works for any ``FlexiImageClassifier``, a LiT zero-shot classifier (``logits_fn_
 """
 from __future__ import annotations
 
-import csv
-import os
-import os.path as osp
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from ..benchmark.timing import interleaved_ms
+from ..reporting import save_figure, write_csv
 from .cascade import CascadeResult, calibrate, confidence, logits_fn_for, save_thresholds, simulate
 from .cost import stage_gflops
 
@@ -118,38 +116,11 @@ def study_table(study: dict) -> str:
 
 def write_study(study: dict, out_prefix: str, title: str = 'FlexiCascade vs fixed patch sizes') -> List[str]:
     """OUT.md (table), OUT.csv (fixed, chosen and the budget sweep) and OUT.png (accuracy vs GFLOPs)."""
-    os.makedirs(osp.dirname(out_prefix) or '.', exist_ok=True)
-    keys = ['method', 'accuracy', 'gflops', 'latency_ms', 'stop_fraction', 'thresholds']
-    with open(out_prefix + '.csv', 'w', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=keys, extrasaction='ignore')
-        w.writeheader()
-        for r in study['fixed'] + [study['chosen']] + study['curve']:
-            w.writerow({k: r.get(k, '') for k in keys})
+    write_csv(out_prefix + '.csv', study['fixed'] + [study['chosen']] + study['curve'],
+              ['method', 'accuracy', 'gflops', 'latency_ms', 'stop_fraction', 'thresholds'])
     with open(out_prefix + '.md', 'w') as f:
         f.write(study_table(study) + '\n')
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    fx = study['fixed']
-    ax.plot([r['gflops'] for r in fx], [r['accuracy'] for r in fx], 'o-', label='fixed patch')
-    for r in fx:
-        ax.annotate(r['method'].split()[-1], (r['gflops'], r['accuracy']), fontsize=7, xytext=(3, -9),
-                    textcoords='offset points')
-    cv = sorted(study['curve'], key=lambda r: r['gflops'])
-    ax.plot([r['gflops'] for r in cv], [r['accuracy'] for r in cv], 's--', ms=4,
-            label='cascade ' + '/'.join(map(str, study['stage_patches'])) + ' (val budgets)')
-    ch = study['chosen']
-    ax.plot([ch['gflops']], [ch['accuracy']], '*', ms=14, label='cascade, chosen')
-    ax.set_xscale('log')
-    ax.set_xlabel('mean GFLOPs per image')
-    ax.set_ylabel('test top-1 (%)')
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_prefix + '.png', dpi=120)
-    plt.close(fig)
+    save_figure(lambda fig, axes: _draw_study(axes[0, 0], study, title), out_prefix + '.png', size=(6, 4), dpi=120)
     return [out_prefix + ext for ext in ('.md', '.csv', '.png')]
 
 
@@ -179,3 +150,22 @@ def run_cascade(model, val_batches, test_batches, stage_patches: Sequence[int], 
     if out_prefix:
         study['files'] = write_study(study, out_prefix)
     return study
+
+
+def _draw_study(ax, study, title):
+    fx = study['fixed']
+    ax.plot([r['gflops'] for r in fx], [r['accuracy'] for r in fx], 'o-', label='fixed patch')
+    for r in fx:
+        ax.annotate(r['method'].split()[-1], (r['gflops'], r['accuracy']), fontsize=7, xytext=(3, -9),
+                    textcoords='offset points')
+    cv = sorted(study['curve'], key=lambda r: r['gflops'])
+    ax.plot([r['gflops'] for r in cv], [r['accuracy'] for r in cv], 's--', ms=4,
+            label='cascade ' + '/'.join(map(str, study['stage_patches'])) + ' (val budgets)')
+    ch = study['chosen']
+    ax.plot([ch['gflops']], [ch['accuracy']], '*', ms=14, label='cascade, chosen')
+    ax.set_xscale('log')
+    ax.set_xlabel('mean GFLOPs per image')
+    ax.set_ylabel('test top-1 (%)')
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)

@@ -9,7 +9,6 @@ patches as its control. Every number comes from one seeded run.
 from __future__ import annotations
 
 import copy
-import csv
 import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
@@ -21,6 +20,7 @@ from ..adaptive import (FlexiCascade, MixedPatchPolicy, calibrate, confidence, l
                         vit_flops)
 from ..engine.mixed_hook import draw_mixed_policy
 from ..benchmark.timing import interleaved_ms
+from ..reporting import save_figure, write_csv
 from .digits import (IMG, PATCHES, accuracy, flexi_net, load_digits_48, load_saved_flexi, random_patch_fn,
                      save_model, train)
 
@@ -235,18 +235,15 @@ def rows_table(rows: List[dict]) -> str:
 
 
 def write_rows(rows: List[dict], out_prefix: str, title: str, metric: str = 'top-1 (%)', text: str = '') -> List[str]:
-    os.makedirs(osp.dirname(out_prefix) or '.', exist_ok=True)
-    keys = ['method', 'setting', 'top1', 'mean_tokens', 'mflops', 'latency_ms', 'note']
-    with open(out_prefix + '.csv', 'w', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=keys, extrasaction='ignore')
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out_prefix + '.csv', rows, ['method', 'setting', 'top1', 'mean_tokens', 'mflops', 'latency_ms', 'note'])
     with open(out_prefix + '.md', 'w') as f:
         f.write(text + '\n')
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.6))
+    save_figure(lambda fig, axes: _draw_rows(fig, axes[0], rows, title, metric), out_prefix + '.png', 1, 2,
+                size=(6.0, 5.6), dpi=120)
+    return [out_prefix + e for e in ('.md', '.csv', '.png')]
+
+
+def _draw_rows(fig, axes, rows, title, metric):
     groups: Dict[str, List[dict]] = {}
     for r in rows:
         key = r['method']
@@ -274,12 +271,8 @@ def write_rows(rows: List[dict], out_prefix: str, title: str, metric: str = 'top
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc='lower center', ncol=4, fontsize=7, frameon=False)
+    fig.legend(handles, labels, loc='upper center', bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=7, frameon=False)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.2, 1, 1))
-    fig.savefig(out_prefix + '.png', dpi=120)
-    plt.close(fig)
-    return [out_prefix + e for e in ('.md', '.csv', '.png')]
 
 
 # ------------------------------------------------------------------------------ tiny segmentation

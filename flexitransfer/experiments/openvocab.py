@@ -27,7 +27,6 @@ Prints a Markdown table and writes OUT.md, OUT.csv and OUT.png (AP x 100; mean o
 """
 import contextlib
 import copy
-import csv
 import io
 import os
 import os.path as osp
@@ -36,6 +35,8 @@ import sys
 
 import numpy as np
 from mmengine.config import Config
+
+from ..reporting import save_figure, write_csv
 
 EXPERIMENTS = {'composite': 'configs/det/tiny_owl_openvocab.py', 'colour': 'configs/det/tiny_owl_openvocab_colour.py'}
 RUNS = ('lit', 'scratch', 'lit_all')
@@ -208,25 +209,22 @@ def run_openvocab(a):
     table = '\n'.join(lines)
     note = note + '\n\n' + '\n'.join(f'- {x}' for x in probe)
     print('\n' + table + '\n\n' + note)
-    os.makedirs(osp.dirname(osp.join(ROOT, a.out)) or '.', exist_ok=True)
+    write_csv(osp.join(ROOT, a.out + '.csv'), rows, ['experiment', 'held_out', 'run', 'patch', 'ap', 'ap50', 'ap_alone',
+                                                     'ap_chance', 'box_recall', 'seen_ap', 'seen_ap50'])  # KEYS' order
     with open(osp.join(ROOT, a.out + '.md'), 'w') as f:
         f.write(table + '\n\n' + note + '\n')
-    with open(osp.join(ROOT, a.out + '.csv'), 'w', newline='') as f:
-        w = csv.writer(f)
-        w.writerow(['experiment', 'held_out', 'run', 'patch', 'ap', 'ap50', 'ap_alone', 'ap_chance', 'box_recall',
-                    'seen_ap', 'seen_ap50'])  # the order of KEYS
-        w.writerows(rows)
     plot(results, a.experiments, held, a.out)
     print(f'wrote {a.out}.md, .csv, .png')
 
 
 
 def plot(results, experiments, held, out):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(experiments), figsize=(5.5 * len(experiments), 3.8), squeeze=False)
-    for ax, exp in zip(axes[0], experiments):
+    save_figure(lambda fig, axes: _draw(axes[0], results, experiments, held), osp.join(ROOT, out + '.png'),
+                1, len(experiments), size=(5.5, 3.8), dpi=120)
+
+
+def _draw(axes, results, experiments, held):
+    for ax, exp in zip(axes, experiments):
         runs = [r for r in RUNS if (exp, r) in results]
         patches = sorted(results[(exp, runs[0])])
         x = np.arange(len(patches))
@@ -239,5 +237,3 @@ def plot(results, experiments, held, out):
         ax.set_ylabel('box AP x 100 (held-out class)')
         ax.set_title(f'{exp}: "{held[exp]}" held out')
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(osp.join(ROOT, out + '.png'), dpi=120)
