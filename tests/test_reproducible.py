@@ -69,7 +69,8 @@ def test_tiny_panoptic_trains_bit_identically_twice(tmp_path, pan_toy):
 
 def test_tiny_det_trains_bit_identically_twice(tmp_path, det_data):
     (a, _), (b, _) = _trained_twice(tmp_path, 'configs/det/tiny_owl_det.py',
-                                    [*det_opts(det_data), 'train_dataloader.num_workers=2', *_iter_opts()],
+                                    [*det_opts(det_data, osp.join(det_data, 'annotations', 'instances_val2017.json')),
+                                     'train_dataloader.num_workers=2', *_iter_opts()],
                                     f'iter_{ITERS}.pth')
     _assert_bit_identical(a, b)
 
