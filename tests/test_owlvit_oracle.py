@@ -112,10 +112,12 @@ def test_box_bias_matches_transformers_on_non_square_grids():
     assert box_bias((3, 5)) is box_bias((3, 5))  # cached per grid, computed once
 
 
-@pytest.mark.parametrize('patch', [8, 16, 48])
-def test_zero_box_mlp_gives_grid_priors_on_padded_non_square_image(patch, tiny_arch):
+@pytest.mark.parametrize('patch,centre', [(8, 'corner'), (16, 'corner'), (48, 'corner'), (16, 'cell'), (48, 'cell')])
+def test_zero_box_mlp_gives_grid_priors_on_padded_non_square_image(patch, centre, tiny_arch):
+    """'corner': OWL-ViT's prior, centred on the cell's bottom-right corner ((j + 1) / W); 'cell': on the
+    cell's centre ((j + 1/2) / W). Same size prior (the cell)."""
     model = MODELS.build(dict(
-        type='OWLViTDetector', templates=('{}',), default_queries=('red',),
+        type='OWLViTDetector', templates=('{}',), default_queries=('red',), box_prior_centre=centre,
         backbone=dict(type='FlexiViT', arch=tiny_arch, patch_size=patch, base_patch_size=8),  # cheap resizes
         text_tower=dict(type='OpenCLIPTextTower', width=32, heads=2, layers=1, context_length=16, output_dim=16)))
     randomize(model)
@@ -125,7 +127,8 @@ def test_zero_box_mlp_gives_grid_priors_on_padded_non_square_image(patch, tiny_a
         x = torch.randn(2, 3, 96, 144)
         _, boxes = model._forward(x)  # no data samples: tensor mode with the default queries
     gh, gw = 96 // patch, 144 // patch
-    ys, xs = torch.meshgrid(torch.arange(1, gh + 1) / gh, torch.arange(1, gw + 1) / gw, indexing='ij')
+    off = 1.0 if centre == 'corner' else 0.5
+    ys, xs = torch.meshgrid((torch.arange(gh) + off) / gh, (torch.arange(gw) + off) / gw, indexing='ij')
     eps = 1e-4  # sigmoid(log(x + eps) - log1p(eps - x)) == (x + eps) / (1 + 2 eps), exactly
     f = lambda v: (v + eps) / (1 + 2 * eps)  # noqa: E731
     want = torch.stack([f(xs), f(ys), f(torch.full_like(xs, 1 / gw)), f(torch.full_like(ys, 1 / gh))], -1)

@@ -12,6 +12,10 @@ model = dict(
                            pad_size_divisor=96),  # 96: divisible by every patch size below
     backbone=dict(arch=dict(embed_dims=64, num_layers=3, num_heads=2)),  # narrower than the tiny base
     text_tower=dict(type='OpenCLIPTextTower', width=64, heads=2, layers=2, context_length=32, output_dim=64),
+    # box prior at the token's own cell centre (OWL-ViT's is the cell's bottom-right corner, the layout of
+    # its released checkpoints): from scratch, the corner prior leaves an object centred in a cell
+    # equally near four tokens' priors and the one-to-one matching flips between them
+    box_prior_centre='cell',
     templates=('a {} circle', 'a {} square', 'a {} triangle'),
     default_queries=classes,
     loss=dict(type='OWLSetLoss'),

@@ -2,7 +2,7 @@
 
 The detector's own forward reads the backbone's uniform grid; here the token sequence of a mixed
 partition goes through the same heads, and each token's box prior is the one of *its own* cell: the
-prior of its level's grid (``flexitransfer.models.heads.box_prior.box_bias``, cached per grid),
+prior of its level's grid (the box head's ``prior``, i.e. ``box_prior.box_bias``, cached per grid),
 taken at the token's position. Padding tokens get logits of -inf (never detected).
 """
 from __future__ import annotations
@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from ..models.detectors.text_queries import sample_queries
-from ..models.heads.box_prior import box_bias
 from .mixed import _run_block, mixed_tokens
 
 __all__ = ['owl_mixed_forward']
@@ -39,7 +38,7 @@ def owl_mixed_forward(detector, inputs: torch.Tensor, levels: torch.Tensor, base
     bh = detector.box_head
     x = F.gelu(bh.dense0(feats), approximate=bh.approximate)
     x = F.gelu(bh.dense1(x), approximate=bh.approximate)
-    priors = torch.cat([box_bias(g, feats.device, feats.dtype) if n else feats.new_zeros(0, 4)
+    priors = torch.cat([bh.prior(g, feats.device, feats.dtype) if n else feats.new_zeros(0, 4)
                         for g, n in zip(mt.level_grids, mt.level_slots)])
     boxes = torch.sigmoid(bh.dense2(x) + priors[mt.order])
     bb.last_num_tokens = mt.num_tokens

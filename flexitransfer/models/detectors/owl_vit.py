@@ -29,6 +29,9 @@ class OWLViTDetector(BaseDetector):
         backbone: FlexiViT config (forced to ``out_type='raw'``, last layer; needs a class token).
         text_tower: ``OpenCLIPTextTower`` config; its ``output_dim`` is the query embedding size.
         box_act: 'gelu' (transformers) or 'gelu_tanh' (scenic) in the box MLP.
+        box_prior_centre: where a token's box prior is centred: 'corner' (OWL-ViT / transformers: the
+            cell's bottom-right corner; released checkpoints) or 'cell' (the cell's centre; better
+            from scratch, see ``flexitransfer.models.heads.box_prior``).
         loss: ``OWLSetLoss`` config.
         templates: prompt templates ('{}' = the query); averaged at evaluation.
         default_queries: queries used when the data samples carry none (tensor mode, deploy).
@@ -37,7 +40,8 @@ class OWLViTDetector(BaseDetector):
             all (token, query) pairs.
     """
 
-    def __init__(self, backbone: dict, text_tower: dict, box_act: str = 'gelu', loss: Optional[dict] = None,
+    def __init__(self, backbone: dict, text_tower: dict, box_act: str = 'gelu', box_prior_centre: str = 'corner',
+                 loss: Optional[dict] = None,
                  templates: Sequence[str] = DEFAULT_TEMPLATES, default_queries: Optional[Sequence[str]] = None,
                  merge_norm_eps: float = 1e-5, train_cfg: Optional[dict] = None, test_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
@@ -49,7 +53,8 @@ class OWLViTDetector(BaseDetector):
         d = self.backbone.embed_dims
         self.text_tower = MODELS.build(text_tower)
         self.layer_norm = nn.LayerNorm(d, eps=merge_norm_eps)
-        self.box_head = MODELS.build(dict(type='OWLBoxHead', in_channels=d, act=box_act))
+        self.box_head = MODELS.build(dict(type='OWLBoxHead', in_channels=d, act=box_act,
+                                          prior_centre=box_prior_centre))
         self.class_head = MODELS.build(dict(type='OWLClassHead', in_channels=d, embed_dim=self.text_tower.output_dim))
         self.loss_module = MODELS.build(loss or dict(type='OWLSetLoss'))
         self.queries = TextQueryEncoder(templates)

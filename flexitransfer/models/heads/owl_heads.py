@@ -2,7 +2,8 @@
 
 - ``OWLBoxHead``: MLP D->D->D->4 with GELU; ``box = sigmoid(mlp(token) + box_bias(grid))``,
   normalised (cx, cy, w, h) of the padded image. The prior comes from ``box_prior.box_bias``
-  (one place, cached per grid), so the head runs at any patch size / image size.
+  (one place, cached per grid), so the head runs at any patch size / image size; ``prior_centre``
+  'corner' (OWL-ViT / transformers, default) or 'cell' (the cell's centre, see ``box_prior``).
 - ``OWLClassHead``: per-token projection to the text embedding size; image and query
   embeddings L2-normalised (``x / (|x| + 1e-6)`` as in transformers), cosine similarity plus
   a learned per-token shift (Linear D->1), times a learned per-token scale
@@ -22,17 +23,21 @@ import torch.nn.functional as F
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule
 
-from .box_prior import box_bias
+from .box_prior import CENTRES, box_bias
 
 _ACTS = {'gelu': 'none', 'gelu_tanh': 'tanh'}
 
 
 @MODELS.register_module()
 class OWLBoxHead(BaseModule):
-    def __init__(self, in_channels: int, act: str = 'gelu', init_cfg: Optional[dict] = None):
+    def __init__(self, in_channels: int, act: str = 'gelu', prior_centre: str = 'corner',
+                 init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         if act not in _ACTS:
             raise ValueError(f'OWLBoxHead: act must be one of {sorted(_ACTS)}, got {act!r}')
+        if prior_centre not in CENTRES:
+            raise ValueError(f'OWLBoxHead: prior_centre must be one of {CENTRES}, got {prior_centre!r}')
+        self.prior_centre = prior_centre
         self.dense0 = nn.Linear(in_channels, in_channels)
         self.dense1 = nn.Linear(in_channels, in_channels)
         self.dense2 = nn.Linear(in_channels, 4)
@@ -44,7 +49,11 @@ class OWLBoxHead(BaseModule):
             raise ValueError(f'OWLBoxHead: {tokens.shape[1]} tokens do not fill the grid {tuple(grid)}')
         x = F.gelu(self.dense0(tokens), approximate=self.approximate)
         x = F.gelu(self.dense1(x), approximate=self.approximate)
-        return torch.sigmoid(self.dense2(x) + box_bias(tuple(grid), tokens.device, tokens.dtype))
+        return torch.sigmoid(self.dense2(x) + self.prior(tuple(grid), tokens.device, tokens.dtype))
+
+    def prior(self, grid: Tuple[int, int], device=None, dtype=torch.float32) -> torch.Tensor:
+        """(gh*gw, 4) logit-space box prior of this head for a token grid (cached)."""
+        return box_bias(tuple(grid), device if device is not None else torch.device('cpu'), dtype, self.prior_centre)
 
 
 @MODELS.register_module()
