@@ -18,7 +18,7 @@ from conftest import ROOT, randomize
 from flexitransfer.deploy import (bake_model, check_autocast, check_onnx, export_onnx, install_onnx, max_abs_diff,
                                   quantize_int8, read_meta)
 from flexitransfer.deploy.export import export_module, flatten, unflatten
-from flexitransfer.engine import set_patch_size
+from flexitransfer.engine import flexi_modules, set_patch_size
 
 TINY = {'seg': ('configs/seg/tiny_seg_flexi.py', 120), 'cls': ('configs/cls/tiny_cls_flexi.py', 60),
         'lit': ('configs/retrieval/tiny_lit_flexi.py', 60)}
@@ -77,8 +77,11 @@ def test_onnx_equals_pytorch_and_predicts_the_same(tmp_path, task, patch, export
     assert graph_kernel_shapes(path)[0][-2:] == (patch, patch)
     xs = inputs_for(img)
     diff = check_onnx(path, flexible, xs)  # against the flexible model at that patch (batch 3 and 1)
-    print(f'{task} p{patch}: max abs diff ONNX Runtime vs PyTorch {diff:.3g}')
+    print(f'{task} p{patch} ({exporter}): fused {meta.get("fused_ops")}; max abs diff ONNX Runtime vs PyTorch '
+          f'{diff:.3g}')
     assert diff < 1e-4
+    blocks = sum(len(m.blocks) for m in flexi_modules(baked))
+    assert meta['fused_ops']['Attention'] == blocks  # one fused attention node per block (deploy speed)
 
     # the runtime layer: predictions through the task's own predict code, graph in place of the network
     x = xs[0]
@@ -134,7 +137,9 @@ def test_int8_quantises_every_linear_layer_and_stays_close(tmp_path):
     export_onnx(baked, 60, fp32, exporter='torchscript', meta=dict(patch_size=[6, 6]))
     counts = quantize_int8(fp32, int8)
     linears = sum(isinstance(m, nn.Linear) for m in export_module(baked).modules())
-    assert counts['MatMulInteger'] == linears == 4 * 4 + 1  # qkv, proj, fc1, fc2 per block + head
+    assert linears == 4 * 4 + 1  # qkv, proj, fc1, fc2 per block + head
+    # the fused graph: qkv inside each block's Attention node (QAttention), the others MatMulInteger
+    assert counts['QAttention'] == 4 and counts['MatMulInteger'] == linears - 4
     assert read_meta(int8)['precision'] == 'int8-dynamic' and read_meta(int8)['outputs'] == 'T'
     assert osp.getsize(int8) < 0.5 * osp.getsize(fp32)
     from flexitransfer.deploy import OnnxFunction

@@ -15,7 +15,7 @@ import tempfile
 
 from ..evaluation.main_metric import main_metric
 
-RUNTIMES = ('torch', 'torch-bf16', 'torch-fp16', 'onnxruntime', 'onnxruntime-int8')
+RUNTIMES = ('torch', 'torch-compile', 'torch-bf16', 'torch-fp16', 'onnxruntime', 'onnxruntime-int8')
 TINY = [  # name, config, checkpoint, toy data kind (tools/make_toy_data.py) to train it if missing
     ('seg', 'configs/seg/tiny_seg_flexi.py', 'work_dirs/tiny_seg_flexi/iter_300.pth', 'seg'),
     ('cls', 'configs/cls/tiny_cls_flexi.py', 'work_dirs/tiny_cls_flexi/epoch_8.pth', 'cls'),
@@ -33,7 +33,7 @@ def resolve_runtimes(requested, device):
     if not requested:
         return ['torch'] + ([f'torch-{d}' for d in autocast_dtypes(device)] if device.type == 'cuda' else [])
     for r in requested:
-        if r.startswith('torch-'):
+        if r.startswith('torch-') and r != 'torch-compile':
             try:
                 check_autocast(r[len('torch-'):], device)
             except ValueError as e:
@@ -47,8 +47,13 @@ def make_forward(runtime, model, patch, img, tmp, dev, exporter='dynamo'):
 
     from ..deploy import AUTOCAST_DTYPES, OnnxFunction, bake_model, export_onnx, quantize_int8
     from ..deploy import has_predictor
+    from ..engine import flexi_modules
     if runtime == 'torch':
         return (lambda x: model(x, mode='tensor')), None
+    if runtime == 'torch-compile':  # the model baked at this patch (no resize in the graph), compiled
+        from ..deploy.export import export_module
+        compiled = torch.compile(export_module(bake_model(model, patch, img).eval(), 'tensor'))
+        return compiled, None
     if runtime.startswith('torch-'):
         dtype = AUTOCAST_DTYPES[runtime[len('torch-'):]]
 
@@ -60,7 +65,8 @@ def make_forward(runtime, model, patch, img, tmp, dev, exporter='dynamo'):
     target = 'tensor' if has_predictor(model) else 'backbone'
     if not osp.exists(path):
         baked = bake_model(model, patch, img).cpu().eval()
-        export_onnx(baked, img, path, target=target, exporter=exporter, meta=dict(patch_size=[patch, patch]))
+        export_onnx(baked, img, path, target=target, exporter=exporter, meta=dict(patch_size=[patch, patch]),
+                    in_channels=flexi_modules(baked)[0].in_channels)
     if runtime == 'onnxruntime-int8':
         qpath = osp.join(tmp, f'p{patch}_int8.onnx')
         quantize_int8(path, qpath)
@@ -132,12 +138,14 @@ def measure_one(name, config, checkpoint, patches, runs, tp_batch, data_root=Non
                                       device=str(dev) if rt.startswith('torch') else 'cpu (onnxruntime)')
     tables = {}
     for rt in runtimes:
-        if rt.startswith('torch-'):
+        if rt in ('torch', 'torch-compile'):  # compiling does not change the function: torch's metric
+            if 'torch' not in tables:
+                runner.test()
+                tables['torch'] = list(runner.test_loop.last_table)
+            tables[rt] = tables['torch']
+        elif rt.startswith('torch-'):
             with torch.autocast(dev.type, dtype=AUTOCAST_DTYPES[rt[len('torch-'):]]):
                 runner.test()
-            tables[rt] = list(runner.test_loop.last_table)
-        elif rt == 'torch':
-            runner.test()
             tables[rt] = list(runner.test_loop.last_table)
     rows = []
     for rt in runtimes:

@@ -5,13 +5,16 @@ One idea per module, imports pointing one way (export <- session <- predictors <
 timm export, graph metadata), ``session`` (ONNX Runtime sessions), ``predictors`` (an exported
 graph inside the task model, per model class), ``verify`` (output differences, real test
 inputs), ``evaluate`` (test-set metrics through the test loop), ``quantize`` (int8), ``dtypes``,
-``cascade`` (an anytime cascade as one graph per stage).
+``cascade`` (an anytime cascade as one graph per stage), ``fuse`` (ONNX Runtime's transformer
+fusions of an exported graph: one Attention node per block), ``speed`` (runtimes per patch, timed
+interleaved: ``tools/benchmark_onnx.py``).
 """
 from ..engine.patch_size import walk_backbone_cfgs  # noqa: F401  (config walker, used with deploy_config)
 from .bake import bake_model, deploy_config, infer_img_size
 from .cascade import OnnxCascade, export_cascade_onnx
 from .dtypes import AUTOCAST_DTYPES, autocast_dtypes, check_autocast
 from .evaluate import build_runner, evaluate
+from .fuse import fuse_onnx, op_counts
 from .export import EXPORT_TARGETS, EXPORTERS, export_module, export_onnx, read_meta, to_timm_vit
 from .predictors import has_predictor, install_onnx, register_predictor
 from .quantize import quantize_int8
@@ -22,4 +25,4 @@ __all__ = ['bake_model', 'deploy_config', 'infer_img_size', 'max_abs_diff', 'to_
            'AUTOCAST_DTYPES', 'autocast_dtypes', 'check_autocast', 'EXPORT_TARGETS', 'EXPORTERS', 'check_onnx',
            'export_module', 'export_onnx', 'read_meta', 'quantize_int8', 'OnnxFunction', 'build_runner', 'evaluate',
            'has_predictor', 'install_onnx', 'make_session', 'register_predictor', 'test_inputs', 'OnnxCascade',
-           'export_cascade_onnx']
+           'export_cascade_onnx', 'fuse_onnx', 'op_counts']

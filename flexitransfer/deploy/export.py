@@ -130,13 +130,20 @@ def _uncached_resize(model: nn.Module):
 
 # ------------------------------------------------------------------ ONNX
 def export_onnx(model: nn.Module, img_size, path: str, target: str = 'tensor', exporter: str = 'dynamo',
-                opset: Optional[int] = None, in_channels: int = 3, meta: Optional[dict] = None) -> dict:
+                opset: Optional[int] = None, in_channels: int = 3, meta: Optional[dict] = None,
+                fuse: bool = True, attention_op: str = 'Attention') -> dict:
     """Write ``path`` (one self-contained .onnx file) and return the metadata stored in it.
 
     ``model`` should be baked at its deployment patch (:func:`flexitransfer.deploy.bake_model`):
     the graph then holds the p x p kernel and the position grid as constants, with no resize.
+    ``fuse`` (default): ONNX Runtime's transformer fusions (:mod:`flexitransfer.deploy.fuse`): each
+    block's attention one ``attention_op`` node ('Attention' or 'MultiHeadAttention'), LayerNorm,
+    skip-LayerNorm and bias-GELU fused; the metadata's ``fused_ops`` counts them. ``fuse=False``:
+    the plain ONNX graph (standard ops only, any runtime).
     """
     import onnx
+
+    from .fuse import FUSED_OPS, fusable_attention, fuse_onnx
     if exporter not in EXPORTERS:
         raise ValueError(f'exporter must be one of {EXPORTERS}, got {exporter!r}')
     h, w = to_2tuple(img_size)
@@ -147,7 +154,8 @@ def export_onnx(model: nn.Module, img_size, path: str, target: str = 'tensor', e
     with torch.no_grad():
         leaves, spec = flatten(module(example))
     names = [f'out{i}' for i in range(len(leaves))]
-    with warnings.catch_warnings(), _uncached_resize(model):
+    with warnings.catch_warnings(), _uncached_resize(model), \
+            (fusable_attention(module) if fuse else contextlib.nullcontext()):
         warnings.simplefilter('ignore')
         if exporter == 'dynamo':
             batch = torch.export.Dim('batch', min=1, max=4096)
@@ -160,8 +168,14 @@ def export_onnx(model: nn.Module, img_size, path: str, target: str = 'tensor', e
                               opset_version=opset or 17)
     info = dict(target=target, model=type(model).__name__, img_size=[h, w], in_channels=in_channels,
                 outputs=json.dumps(spec), exporter=exporter, **(meta or {}))
+    onnx.checker.check_model(onnx.load(path))
+    if fuse:
+        vits = [m for m in module.modules() if isinstance(m, FlexiViT)]
+        if vits:
+            counts = fuse_onnx(path, vits[0].num_heads, vits[0].embed_dims, attention_op,
+                               blocks=sum(len(v.blocks) for v in vits))
+            info['fused_ops'] = {k: counts[k] for k in FUSED_OPS if counts.get(k)}
     m = onnx.load(path)
-    onnx.checker.check_model(m)
     del m.metadata_props[:]
     for k, v in info.items():
         p = m.metadata_props.add()

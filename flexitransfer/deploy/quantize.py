@@ -1,9 +1,15 @@
 """Dynamic int8 quantisation of an exported graph's linear layers (ONNX Runtime's quantiser).
 
-Weights of every MatMul / Gemm with a constant right-hand side (the linear layers: qkv,
-attention projection, MLP, heads) are stored as int8; activations are quantised to uint8
-per call (dynamic), so no calibration data is needed. Attention's activation x activation
-products, convolutions (patch embedding), LayerNorm and softmax stay fp32.
+Weights of every MatMul / Gemm with a constant right-hand side (attention projection, MLP,
+heads) and of every fused ``Attention`` node (its packed qkv projection; the node becomes
+``QAttention``) are stored as int8, one scale per output channel; activations are quantised to
+uint8 per call (dynamic), so no calibration data is needed. Convolutions (patch embedding),
+LayerNorm / skip-LayerNorm, GELU and softmax stay fp32. Quantise the fused graph
+(``export_onnx(fuse=True)``, the default), so attention runs as one quantised node.
+
+``reduce_range`` (default on) stores 7-bit weights: the AVX2 u8 x s8 kernels (``vpmaddubsw``) of
+CPUs without VNNI add two u8 x s8 products in int16, which saturates with full-range weights
+and costs accuracy; with 7 bits the sums fit.
 """
 from __future__ import annotations
 
@@ -14,15 +20,16 @@ from typing import Dict
 
 from .export import META_PREFIX
 
-QUANTIZED_OPS = ('MatMul', 'Gemm')
+QUANTIZED_OPS = ('MatMul', 'Gemm', 'Attention')
+INT8_OPS = ('MatMulInteger', 'DynamicQuantizeMatMul', 'QAttention', 'QGemm')
 
 
-def quantize_int8(src: str, dst: str, per_channel: bool = True, reduce_range: bool = False) -> Dict[str, int]:
+def quantize_int8(src: str, dst: str, per_channel: bool = True, reduce_range: bool = True) -> Dict[str, int]:
     """Write the int8 version of ``src`` to ``dst``; returns the op-type counts of the result.
 
     ``per_channel`` keeps one weight scale per output channel (more accurate, same speed);
-    ``reduce_range`` uses 7-bit weights, which avoids int16 saturation in the AVX2 u8 x s8
-    kernels of CPUs without VNNI if a large accuracy drop shows up.
+    ``reduce_range`` uses 7-bit weights (no int16 saturation in the AVX2 u8 x s8 kernels of
+    CPUs without VNNI; see the module doc).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -33,7 +40,8 @@ def quantize_int8(src: str, dst: str, per_channel: bool = True, reduce_range: bo
     try:
         quantize_dynamic(src, dst, op_types_to_quantize=list(QUANTIZED_OPS), per_channel=per_channel,
                          reduce_range=reduce_range, weight_type=QuantType.QInt8,
-                         extra_options={'MatMulConstBOnly': True})
+                         extra_options={'MatMulConstBOnly': True,  # fused com.microsoft ops: no ONNX shape inference
+                                        'DefaultTensorType': onnx.TensorProto.FLOAT})
     finally:
         logging.getLogger().setLevel(quiet)
     src_m, m = onnx.load(src), onnx.load(dst)
@@ -42,11 +50,12 @@ def quantize_int8(src: str, dst: str, per_channel: bool = True, reduce_range: bo
     for p in src_m.metadata_props:  # the output nesting etc. travel with the graph
         keep[p.key] = p.value
     keep[META_PREFIX + 'precision'] = 'int8-dynamic'
+    keep[META_PREFIX + 'int8'] = f'per_channel={per_channel}, reduce_range={reduce_range}'
     for k, v in keep.items():
         q = m.metadata_props.add()
         q.key, q.value = k, v
     onnx.save(m, dst)
     counts = collections.Counter(n.op_type for n in m.graph.node)
-    if not (counts.get('MatMulInteger') or counts.get('DynamicQuantizeMatMul')):
+    if not any(counts.get(k) for k in INT8_OPS):
         raise RuntimeError(f'{src}: the quantiser found no linear layer to quantise (op types: {dict(counts)})')
     return dict(counts)

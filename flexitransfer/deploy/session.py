@@ -17,7 +17,9 @@ def make_session(path: str, threads: Optional[int] = None, providers=None, spin:
     (default: as many as torch uses, so speed comparisons are like for like). ``spin=False``
     (default): the intra-op threads sleep when a call ends instead of busy-waiting for the next
     one; spinning threads take the CPU from whatever runs between calls (torch in an
-    interleaved benchmark: 3-4x slower torch rows were measured; the data pipeline in a test loop)."""
+    interleaved benchmark: 3-4x slower torch rows were measured; the data pipeline in a test loop).
+    One inter-op thread (the graph is a chain), which does not spin either. This is the one place
+    sessions are made: every runtime row, check and test loop uses these settings."""
     import onnxruntime as ort
     if not os.path.isfile(path):
         raise FileNotFoundError(f'ONNX file not found: {path!r}; write one with tools/resize_deploy.py --onnx')
@@ -27,6 +29,7 @@ def make_session(path: str, threads: Optional[int] = None, providers=None, spin:
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
     so.add_session_config_entry('session.intra_op.allow_spinning', '1' if spin else '0')
+    so.add_session_config_entry('session.inter_op.allow_spinning', '1' if spin else '0')
     return ort.InferenceSession(path, so, providers=list(providers or PROVIDERS))
 
 

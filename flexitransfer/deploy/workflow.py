@@ -69,6 +69,8 @@ def deploy_at_patch(a):
                                                x1, a.runs)
         print(f'forward (batch 1, median of {a.runs}): flexible {t_flex:.2f} ms, deployed {t_dep:.2f} ms, '
               f'ratio deployed/flexible {t_dep / t_flex:.3f}')
+        if getattr(a, 'compile', False):
+            diff = max(diff, compile_check(reloaded, x, a.runs, ptag))
         if a.export_timm:
             timm_vit = to_timm_vit(bb_d, img)
             torch.save(timm_vit.state_dict(), stem + '_timm.pth')
@@ -84,12 +86,27 @@ def deploy_at_patch(a):
 
 
 
+def compile_check(deployed, x, runs, ptag) -> float:
+    """torch.compile of the deployed model: max abs diff to eager and the speed-up (batch 1), printed."""
+    module = export_module(deployed, 'tensor').eval()
+    compiled = torch.compile(module)
+    with torch.no_grad():
+        diff = max_abs_diff(module(x), compiled(x))  # compiles (minutes on a CPU for a big model)
+        t_eager, t_comp = interleaved_median_ms(module, compiled, x[:1], runs)
+    print(f'torch.compile at patch {ptag}: max abs diff vs eager {diff:.3g}; forward (batch 1, median of {runs}) '
+          f'eager {t_eager:.2f} ms, compiled {t_comp:.2f} ms, speed-up {t_eager / t_comp:.2f}x')
+    return diff
+
+
 def export_and_check(a, dcfg, deployed, stem, patch, ptag, img, x):
     """ONNX export of the deployed model, checked against it; with --int8, the metric table."""
     path = stem + '.onnx'
     meta = dict(patch_size=list(to_2tuple(patch)), config=osp.basename(a.config), source_checkpoint=a.checkpoint)
-    export_onnx(deployed, img, path, target=a.onnx_target, exporter=a.exporter, meta=meta)
-    print(f'wrote {path} (target {a.onnx_target}, {a.exporter} exporter, {osp.getsize(path) / 2 ** 20:.1f} MiB)')
+    info = export_onnx(deployed, img, path, target=a.onnx_target, exporter=a.exporter, meta=meta,
+                       in_channels=x.shape[1])  # the config's channel count (1 for the digits models)
+    fused = ', '.join(f'{v} {k}' for k, v in info.get('fused_ops', {}).items()) or 'none'
+    print(f'wrote {path} (target {a.onnx_target}, {a.exporter} exporter, {osp.getsize(path) / 2 ** 20:.1f} MiB; '
+          f'fused ops: {fused})')
     inputs, what = [x], ['random']
     try:
         inputs.append(test_inputs(dcfg, deployed, img))
@@ -120,7 +137,8 @@ def export_and_check(a, dcfg, deployed, stem, patch, ptag, img, x):
         qdiff = max_abs_diff(fn(inputs[-1]), qfn(inputs[-1]))
         t_ort, t_q = interleaved_median_ms(fn, qfn, x1, a.runs)
     print(f'wrote {qpath} ({counts.get("MatMulInteger", 0) + counts.get("DynamicQuantizeMatMul", 0)} int8 linear '
-          f'layers, {osp.getsize(qpath) / 2 ** 20:.1f} MiB); max abs diff int8 vs fp32 on {what[-1]}: {qdiff:.3g}; '
+          f'layers + {counts.get("QAttention", 0)} int8 attention, per channel, reduced range, '
+          f'{osp.getsize(qpath) / 2 ** 20:.1f} MiB); max abs diff int8 vs fp32 on {what[-1]}: {qdiff:.3g}; '
           f'forward {t_q:.2f} ms vs fp32 {t_ort:.2f} ms ({t_ort / t_q:.2f}x)')
     ckpt = stem + '.pth'
     results = {'torch': evaluate(dcfg, ckpt), 'onnxruntime': evaluate(dcfg, ckpt, path),
