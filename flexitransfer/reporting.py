@@ -76,3 +76,61 @@ def patch_axis(ax, patches: Sequence[int], label: str) -> None:
     ax.set_xticks(list(patches), [str(p) for p in patches])
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel(label)
+
+
+# ----------------------------------------------------------------------------- readable PNGs of tiny images
+#: the smallest side a drawn image gets (toy images are 48-120 px: labels would not fit)
+MIN_SIDE = 480
+
+
+def display_scale(width: int, height: int, min_side: int = MIN_SIDE) -> int:
+    """The integer (nearest-neighbour) factor that brings the smaller side to at least ``min_side``."""
+    return max(1, -(-min_side // max(1, min(width, height))))
+
+
+def font(size: int = 14):
+    """PIL's bundled scalable font at ``size`` px (the bitmap default is 11 px and has no sizes)."""
+    from PIL import ImageFont
+    return ImageFont.load_default(size=size)
+
+
+def draw_labels(draw, labels, img_size, fnt, pad: int = 2):
+    """Draw ``labels`` [(text, (x0, y0, x1, y1) box, colour)] as filled tags: above the box if there is room,
+    else inside its top; moved inside the image and down past tags already drawn, so none overlap or clip."""
+    W, H = img_size
+    placed = []
+    for text, (x0, y0, x1, y1), colour in labels:
+        l, t, r, b = fnt.getbbox(text)
+        w, h = r - l + 2 * pad, b - t + 2 * pad
+        x = min(max(0, x0), max(0, W - w))
+        y = y0 - h if y0 - h >= 0 else y0
+        for _ in range(len(placed) + 1):
+            hit = [p for p in placed if x < p[2] and p[0] < x + w and y < p[3] and p[1] < y + h]
+            if not hit:
+                break
+            y = max(p[3] for p in hit)
+        y = min(max(0, y), max(0, H - h))
+        placed.append((x, y, x + w, y + h))
+        draw.rectangle([x, y, x + w - 1, y + h - 1], fill=colour)
+        lum = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+        draw.text((x + pad - l, y + pad - t), text, fill=(0, 0, 0) if lum > 140 else (255, 255, 255), font=fnt)
+
+
+def add_legend(img, entries, fnt, title: Optional[str] = None):
+    """``img`` (PIL) with a legend column on its right: a colour swatch and a name per entry [(name, rgb)]."""
+    from PIL import Image, ImageDraw
+    line = max([fnt.getbbox(n)[3] for n, _ in entries] + [12]) + 8
+    rows = ([title] if title else []) + list(entries)
+    width = max([fnt.getlength(n) for n, _ in entries] + ([fnt.getlength(title)] if title else [0])) + line + 24
+    out = Image.new('RGB', (img.width + int(width), max(img.height, line * len(rows) + 12)), (255, 255, 255))
+    out.paste(img, (0, 0))
+    d = ImageDraw.Draw(out)
+    y, x = 8, img.width + 10
+    if title:
+        d.text((x, y), title, fill=(0, 0, 0), font=fnt)
+        y += line
+    for name, rgb in entries:
+        d.rectangle([x, y + 2, x + line - 8, y + line - 6], fill=tuple(int(c) for c in rgb), outline=(0, 0, 0))
+        d.text((x + line, y + 1), name, fill=(0, 0, 0), font=fnt)
+        y += line
+    return out

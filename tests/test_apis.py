@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, det_opts, pan_opts
+from conftest import ROOT, det_opts, pan_opts, run_tool
 
 SEG = 'configs/seg/tiny_seg_flexi.py'
 PAN = 'configs/panoptic/tiny_panoptic_flexi.py'
@@ -253,3 +253,68 @@ def test_two_evaluations_in_one_second_do_not_share_a_visualizer(monkeypatch, tm
         runner = build_test_runner(cfg, path, work_dir=str(tmp_path / f'w{i}'), log_level='WARNING')
         names.append(runner.visualizer.instance_name)
     assert names[0] != names[1]
+
+
+def test_one_unit_for_every_metric_percent():
+    """mmdet's COCO / the LVIS metric give fractions; every report here (test table, --out-json, benchmark) percent."""
+    from flexitransfer.evaluation.main_metric import main_metric, to_percent
+    m = {'coco/bbox_mAP': 0.082, 'coco/bbox_mAP_50': 0.31, 'coco/red_precision': 0.5, 'lvis/AP': 0.1, 'lvis/APr': 0.2,
+         'mIoU': 92.64, 'coco_panoptic/PQ': 71.1, 'accuracy/top1': 100.0, 'retrieval/mean_R@1': 25.67}
+    out = to_percent(m)
+    assert out['coco/bbox_mAP'] == pytest.approx(8.2) and out['coco/bbox_mAP_50'] == pytest.approx(31)
+    assert out['coco/red_precision'] == 50 and out['lvis/AP'] == pytest.approx(10) and out['lvis/APr'] == 20
+    assert {k: out[k] for k in ('mIoU', 'coco_panoptic/PQ', 'accuracy/top1', 'retrieval/mean_R@1')} == \
+        {k: m[k] for k in ('mIoU', 'coco_panoptic/PQ', 'accuracy/top1', 'retrieval/mean_R@1')}
+    assert main_metric(to_percent({'coco/bbox_mAP_50': 0.3, 'coco/bbox_mAP': 0.082})) == 'coco/bbox_mAP'
+
+
+def test_quiet_console_keeps_progress_and_the_log_file_keeps_everything(tmp_path):
+    import logging
+    from mmengine.logging import MMLogger
+    from flexitransfer.engine.console import quiet_console
+    logger = MMLogger.get_instance('quiet_test', log_file=str(tmp_path / 'x.log'))
+    quiet_console(logger)
+    console = [h for h in logger.handlers if not isinstance(h, logging.FileHandler)][0]
+    rec = lambda msg, lvl=logging.INFO: logger.makeRecord('quiet_test', lvl, __file__, 1, msg, (), None)  # noqa
+    assert not console.filter(rec('Config:\nmodel = dict(...)')) and not console.filter(rec('System environment'))
+    assert console.filter(rec('Iter(train) [ 12/300]  lr: 1e-3')) and console.filter(rec('\n| patch | tokens |'))
+    assert console.filter(rec('something odd', logging.WARNING)) and console.filter(rec('boom', logging.ERROR))
+    assert not console.filter(rec('"FileClient" will be deprecated', logging.WARNING))
+    logger.info('Config:\nmodel = dict(type="X")')
+    assert 'Config:' in open(tmp_path / 'x.log').read()  # the file handler is untouched
+
+
+def test_test_tool_prints_a_short_header_and_the_table(trained_seg, seg_toy_data, tmp_path):
+    """tools/test.py: header + progress + table on the terminal (was ~560 lines: environment, config,
+    hooks); mmengine's whole log still in the work dir's log file; --verbose prints it all."""
+    ckpt, _ = trained_seg
+    args = ['tools/test.py', 'configs/seg/tiny_seg_flexi.py', ckpt, '--patch', '8', '24', '--work-dir', str(tmp_path),
+            '--cfg-options', f'test_dataloader.dataset.data_root={seg_toy_data}', 'test_dataloader.num_workers=0',
+            'test_dataloader.persistent_workers=False']
+    out = run_tool(*args)
+    lines = out.strip().splitlines()
+    assert len(lines) <= 15 and 'Config:' not in out and 'System environment' not in out, out
+    assert lines[0] == 'config   configs/seg/tiny_seg_flexi.py' and 'patches  test at [8, 24]' in out
+    assert '| patch | tokens | aAcc | mIoU | mAcc |' in out
+    log = [ln for ln in lines if ln.startswith('log      ')][0].split()[1]
+    text = open(log).read()
+    assert 'System environment' in text and 'Config:' in text and 'Hooks will be executed' in text
+    assert 'Config:' in run_tool(*args, '--verbose')
+
+
+def test_labels_of_small_images_stay_inside_and_apart():
+    from PIL import Image, ImageDraw
+    from flexitransfer.reporting import display_scale, draw_labels, font
+    k = display_scale(96, 96)
+    assert k == 5 and display_scale(1000, 600) == 1
+    img = Image.new('RGB', (96 * k, 96 * k))
+    boxes = [(0, 0, 100, 100), (5, 5, 120, 90), (400, 2, 480, 60), (300, 450, 480, 480)]  # crowded, at the edges
+    placed = []
+    d = ImageDraw.Draw(img)
+    d.rectangle = lambda xy, **kw: placed.append(tuple(xy)) if 'fill' in kw else None  # the tags' backgrounds
+    draw_labels(d, [(f'a long query {i} 0.93', b, (230, 25, 75)) for i, b in enumerate(boxes)], img.size, font(16))
+    assert len(placed) == 4
+    for i, (x0, y0, x1, y1) in enumerate(placed):
+        assert 0 <= x0 and 0 <= y0 and x1 < img.width and y1 < img.height, placed
+        for (u0, v0, u1, v1) in placed[:i]:
+            assert x1 < u0 or u1 < x0 or y1 < v0 or v1 < y0, placed  # no two tags overlap

@@ -261,3 +261,68 @@ def test_test_tool_rejects_a_checkpoint_of_another_architecture(tmp_path, seg_to
                           'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False'],
                          cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert res.returncode != 0 and f'checkpoint {ckpt!r} does not fit this EncoderDecoder' in res.stderr
+
+
+# ----------------------------------------------------------------------------- tool arguments: one or two lines
+def _tool(*args):
+    """Run a tool with -X importtime: its error, and whether it imported torch before answering."""
+    res = subprocess.run([sys.executable, '-X', 'importtime', *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    err = [ln for ln in res.stderr.splitlines() if not ln.startswith('import time:')]
+    imported_torch = any(ln.rstrip().endswith('| torch') for ln in res.stderr.splitlines())
+    return res.returncode, err, res.stdout, imported_torch
+
+
+@pytest.mark.parametrize('args,expect', [
+    (['tools/test.py', 'configs/seg/tiny_seg_flexy.py', 'x.pth'],
+     "config file not found: 'configs/seg/tiny_seg_flexy.py'; did you mean configs/seg/tiny_seg_flexi.py"),
+    (['tools/train.py', 'configs/seg/tiny_seg_flexy.py'], "config file not found: 'configs/seg/tiny_seg_flexy.py'"),
+    (['tools/test.py', SEG_CFG, 'work_dirs/nope/iter_300.pth'],
+     "checkpoint not found: 'work_dirs/nope/iter_300.pth'; check the path"),
+    (['tools/train.py', SEG_CFG, '--resume', 'nope.pth'], "--resume checkpoint not found: 'nope.pth'"),
+    (['tools/detect.py', 'img.png'], 'the following arguments are required: --queries'),
+])
+def test_wrong_paths_and_arguments_are_answered_before_heavy_imports(args, expect):
+    rc, err, out, imported_torch = _tool(*args)
+    assert rc != 0 and expect in '\n'.join(err) and len([ln for ln in err if 'error' in ln]) == 1, err
+    assert not imported_torch and 'Config:' not in out, (err, out[-500:])  # no config dump
+    assert len(err) <= (6 if 'required' in expect else 2), err  # argparse: its usage + the error line
+
+
+def test_missing_load_from_fails_before_the_config_dump(tmp_path):
+    rc, err, out, _ = _tool('tools/train.py', SEG_CFG, '--work-dir', str(tmp_path), '--cfg-options',
+                            'load_from=nope.pth')
+    assert rc != 0 and "load_from checkpoint not found: 'nope.pth'" in '\n'.join(err) and len(err) <= 2, err
+    assert 'Config:' not in out and not os.listdir(tmp_path)
+
+
+def test_patch_not_dividing_the_test_input_same_message_in_test_and_deploy(tmp_path):
+    from flexitransfer.engine.validate import check_patch_fits
+    with pytest.raises(ValueError) as e:
+        check_patch_fits(Config.fromfile(SEG_CFG), [8, 7], 'tiny_seg_flexi.py')
+    assert str(e.value) == ('--patch 7: patch size 7 does not divide the test input of tiny_seg_flexi.py, padded to a '
+                            'multiple of 120 (model.data_preprocessor.test_cfg.size_divisor); valid patch sizes: 2, 3, '
+                            '4, 5, 6, 8, 10, 12, 15, 20, 24, 30, 40, 60, 120')
+    with pytest.raises(ValueError, match=r'--patch 16: patch size 16 does not divide the input 120x120 of x.py '
+                                         r'\(--img-size\); valid patch sizes: 2, 3, 4, 5, 6, 8, 10'):
+        check_patch_fits(Config.fromfile(SEG_CFG), [16], 'x.py', img_size=(120, 120))
+    ckpt = str(tmp_path / 'c.pth')
+    open(ckpt, 'wb').close()  # never read: the patch is checked first
+    said = []
+    for tool in ('tools/test.py', 'tools/resize_deploy.py'):
+        rc, err, _, _ = _tool(tool, 'configs/seg/tiny_seg_flexi.py', ckpt, '--patch', '7', '--cfg-options',
+                              f'work_dir={tmp_path}')
+        assert rc != 0 and len(err) == 2 and err[0].startswith(osp.basename(tool) + ': error: --patch 7: '), err
+        said.append(err[0].split(': error: ', 1)[1])
+    assert said[0] == said[1] and 'valid patch sizes: 2, 3, 4, 5, 6, 8' in said[0] and 'pad divisor' not in said[0]
+
+
+@pytest.mark.parametrize('name,text', [('notes.txt', 'epoch 12: loss 0.31\n'), ('model.pth', 'epoch 12: loss 0.31\n'),
+                                       ('model.npz', 'epoch 12: loss 0.31\n'), ('notes.txt', 'PKG notes\n')])
+@pytest.mark.parametrize('fmt', ['timm', 'big_vision'])
+def test_convert_weights_on_a_text_file(tmp_path, name, text, fmt):
+    src = tmp_path / name
+    src.write_text(text)
+    rc, err, _, _ = _tool('tools/convert_weights.py', str(src), str(tmp_path / 'out.pth'), '--from', fmt)
+    assert rc != 0 and len(err) == 1, err
+    assert f"checkpoint '{src}' is a text file (starts '{text.strip()}'), not a checkpoint; give a weight" in err[0]

@@ -1,7 +1,7 @@
 """Speed/accuracy benchmark across tasks and patch sizes (the engine: flexitransfer.benchmark.tasks).
 
     python tools/benchmark.py --model seg CONFIG CKPT --model cls CONFIG CKPT [--patch P ...]
-                              [--runtime torch onnxruntime onnxruntime-int8] [--runs 10]
+                              [--runtime torch onnxruntime onnxruntime-int8] [--compile] [--runs 10]
                               [--throughput-batch 8] [--budget-ms T] [--out work_dirs/benchmark]
     python tools/benchmark.py --preset tiny      # the README's tables (trains missing tiny checkpoints)
 
@@ -14,7 +14,8 @@ process per model with patch sizes in increasing token order). Runtimes: ``torch
 ``torch-bf16`` / ``torch-fp16`` (autocast; only where the device computes that dtype natively:
 added by default on CUDA, never offered on a CPU without bf16 units, where it is several times
 slower than fp32), ``onnxruntime`` (the model baked at each patch, exported, fp32) and
-``onnxruntime-int8`` (the same graph with dynamic int8 linear layers). Per patch the runtimes
+``onnxruntime-int8`` (the same graph with dynamic int8 weights), ``torch-compile`` (--compile:
+torch.compile of the model baked at each patch; metric as torch's). Per patch the runtimes
 are timed interleaved in one process. Writes OUT.md, OUT.csv and OUT.png (metric vs latency,
 one curve per runtime, per task). --budget-ms T picks, per task, the (patch, runtime) pair
 with the best metric whose latency meets T on this device.
@@ -39,12 +40,18 @@ def main():
     ap.add_argument('--runtime', nargs='+', choices=RUNTIMES,
                     help='runtimes to compare (default: torch, plus bf16/fp16 autocast on CUDA); ONNX runtimes export '
                          'the model baked at each patch and run it in ONNX Runtime (CPU)')
+    ap.add_argument('--compile', action='store_true',
+                    help='add the torch-compile runtime (torch.compile of the model baked at each patch; torch\'s '
+                         'metric, its own latency)')
     ap.add_argument('--exporter', choices=['dynamo', 'torchscript'], default='dynamo',
                     help='torch.onnx.export(dynamo=True) or the TorchScript-based exporter, for ONNX runtimes')
     a = ap.parse_args()
     if not a.model and not a.preset:
         ap.error('give --model NAME CONFIG CKPT (repeatable) or --preset tiny')
-    run(a.model, a.patch, a.runs, a.throughput_batch, a.budget_ms, a.out, a.data_root, a.runtime, a.exporter, a.preset)
+    runtimes = a.runtime
+    if a.compile:
+        runtimes = list(dict.fromkeys([*(runtimes or ['torch']), 'torch-compile']))
+    run(a.model, a.patch, a.runs, a.throughput_batch, a.budget_ms, a.out, a.data_root, runtimes, a.exporter, a.preset)
 
 
 if __name__ == '__main__':

@@ -16,7 +16,6 @@ import argparse
 import sys
 
 import _bootstrap  # noqa: F401
-from flexitransfer.converters import CheckpointError, convert_checkpoint, read_checkpoint, save_converted
 
 
 def main():
@@ -32,6 +31,7 @@ def main():
     p.add_argument('--hf-config', help='owlvit: the transformers config.json (heads, activation) for a bare '
                                        'weight file; a save_pretrained directory brings its own')
     a = p.parse_args()
+    from flexitransfer.converters import CheckpointError, convert_checkpoint, read_checkpoint, save_converted
     try:
         if a.fmt == 'owlvit':  # a whole detector (transformers OwlViTForObjectDetection), not just a backbone
             from flexitransfer.converters.loading import convert_owlvit_file

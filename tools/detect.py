@@ -1,7 +1,7 @@
 """Open-vocabulary detection demo: text queries in, an image with boxes, labels and scores out (PNG).
 
     python tools/detect.py IMAGE --queries "red" "blue" --patch 16 [--checkpoint CKPT]
-                           [--config configs/det/tiny_owl_det.py] [--score-thr 0.3] [--upscale K] [--out out.png]
+                           [--config configs/det/tiny_owl_det.py] [--score-thr 0.3] [--upscale K] [--out OUT.png]
 
 The model comes from the config (its test pipeline resizes / pads the image); the queries
 replace its default queries; ``--patch`` sets the patch size (any p dividing the padded image).
@@ -26,26 +26,31 @@ def parse_args():
     p.add_argument('--checkpoint', help='trained / converted weights (default: random init, for a smoke test)')
     p.add_argument('--score-thr', type=float, default=0.3)
     p.add_argument('--max-boxes', type=int, default=20)
-    p.add_argument('--upscale', type=int, default=1, help='draw on the image enlarged K times (nearest), for tiny images')
+    p.add_argument('--upscale', type=int, default=0,
+                   help='draw on the image enlarged K times (nearest); 0 (default): small images to >= 480 px')
     p.add_argument('--out', help='output PNG (default: work_dirs/detect/<image>_det.png)')
     p.add_argument('--device', default=None, help='cpu | cuda (default: cuda when available)')
     return p.parse_args()
 
 
-def draw(image, sample, queries, score_thr, max_boxes, upscale=1):
+def draw(image, sample, queries, score_thr, max_boxes, upscale=0):
+    from flexitransfer.reporting import display_scale, draw_labels, font
     img = Image.open(image).convert('RGB')
-    img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
+    k = upscale or display_scale(img.width, img.height)  # 0: small images enlarged so labels fit and read
+    img = img.resize((img.width * k, img.height * k), Image.NEAREST)
     d = ImageDraw.Draw(img)
     p = sample.pred_instances
     keep = (p.scores >= score_thr).nonzero().flatten()[:max_boxes].tolist()
-    lines = []
+    lines, labels = [], []
     for i in keep:
         x0, y0, x1, y1 = p.bboxes[i].tolist()
         q = int(p.labels[i])
         c = PALETTE[q % len(PALETTE)]
-        d.rectangle([v * upscale for v in (x0, y0, x1, y1)], outline=c, width=max(1, round(min(img.size) / 100)))
-        d.text((x0 * upscale + 2, y0 * upscale + 1), f'{queries[q]} {float(p.scores[i]):.2f}', fill=c)
+        box = [round(v * k) for v in (x0, y0, x1, y1)]
+        d.rectangle(box, outline=c, width=max(2, round(min(img.size) / 160)))
+        labels.append((f'{queries[q]} {float(p.scores[i]):.2f}', box, c))
         lines.append(f'  {queries[q]:<20s} {float(p.scores[i]):.3f} [{x0:.1f}, {y0:.1f}, {x1:.1f}, {y1:.1f}]')
+    draw_labels(d, labels, img.size, font(max(12, min(img.size) // 30)))
     return img, lines
 
 
@@ -53,8 +58,8 @@ def main():
     a = parse_args()
     if not osp.isfile(a.image):
         raise SystemExit(f'image not found: {a.image}')
-    if a.upscale < 1:
-        raise SystemExit(f'--upscale must be a positive integer, got {a.upscale}')
+    if a.upscale < 0:
+        raise SystemExit(f'--upscale must be 0 (auto) or a positive integer, got {a.upscale}')
     import torch
 
     from flexitransfer.apis import inference_model, init_model, load_config

@@ -6,7 +6,8 @@
 Runs the model of a panoptic config (its test pipeline, without the annotation loader) at patch
 size P on each image and writes DIR/<image>_p<P>.png: the image blended with the prediction,
 stuff in its class colour (the config's palette), every thing instance in a shade of its class
-colour, instance borders white, VOID black. ``--alpha 1`` writes the pure colour map.
+colour, instance borders white, VOID black, enlarged (nearest) to >= 480 px (``--upscale K``
+sets the factor), with a legend of the classes present. ``--alpha 1`` writes the pure colour map.
 ``--save-ids`` also writes DIR/<image>_p<P>_ids.png in the COCO panoptic PNG encoding
 (id = R + 256 G + 256^2 B, id = label + 1000 * instance, 0 = VOID).
 """
@@ -19,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from flexitransfer.apis import inference_model, init_model, load_config
+from flexitransfer.reporting import add_legend, display_scale, font
 
 INSTANCE_OFFSET = 1000  # mmdet's encoding of pred_panoptic_seg: label + instance * INSTANCE_OFFSET
 
@@ -44,6 +46,17 @@ def colorize(pan: np.ndarray, palette, num_things: int, num_classes: int) -> np.
     return out
 
 
+def legend(pan, classes, things, palette):
+    """[(name, colour)] of the classes in ``pan``; things with their instance count."""
+    labels = pan % INSTANCE_OFFSET
+    out = []
+    for c in sorted(set(np.unique(labels).tolist()) & set(range(len(classes)))):
+        n = len(np.unique(pan[labels == c]))
+        name = f'{classes[c]}: {n} instance{"s" * (n > 1)}' if c < len(things) else f'{classes[c]} (stuff)'
+        out.append((name, palette[c]))
+    return out + ([('VOID', (0, 0, 0))] if (labels >= len(classes)).any() else [])
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('config')
@@ -53,6 +66,7 @@ def main():
     p.add_argument('--out', default='work_dirs/panoptic_overlay')
     p.add_argument('--alpha', type=float, default=0.5, help='weight of the colour map (1 = colour map only)')
     p.add_argument('--save-ids', action='store_true', help='also write the COCO panoptic id PNG')
+    p.add_argument('--upscale', type=int, default=0, help='enlarge K times (nearest); 0: small images to >= 480 px')
     a = p.parse_args()
     cfg = load_config(a.config)
     model = init_model(cfg, a.checkpoint, patch_size=a.patch)  # strict: a missing tensor is an error naming it
@@ -72,7 +86,10 @@ def main():
         col = colorize(pan, palette, len(things), len(classes)).astype(np.float64)
         over = np.clip((1 - a.alpha) * img + a.alpha * col, 0, 255).astype(np.uint8)
         stem = osp.join(a.out, osp.splitext(osp.basename(path))[0] + ptag)
-        Image.fromarray(over).save(stem + '.png')
+        k = a.upscale or display_scale(*pan.shape[::-1])
+        shown = Image.fromarray(over).resize((pan.shape[1] * k, pan.shape[0] * k), Image.NEAREST)
+        add_legend(shown, legend(pan, classes, things, palette), font(max(12, min(shown.size) // 32)),
+                   f'patch {a.patch or "(model)"}').save(stem + '.png')
         msg = f'wrote {stem}.png ({len(np.unique(pan))} segments)'
         if a.save_ids:
             ids = np.where(pan % INSTANCE_OFFSET >= len(classes), 0, pan)

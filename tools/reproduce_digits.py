@@ -5,9 +5,10 @@ package: scikit-learn's handwritten digits (1797 8x8 images), upsampled to 48x48
   its kernel PI-resized (the paper's fair baseline) and with plain bilinear resize (naive);
 * FlexiViT (same network) trained with a random patch size per step from the same list.
 
-    python tools/reproduce_digits.py [--epochs 100] [--out docs/reproduce_digits] [--save-dir DIR]
+    python tools/reproduce_digits.py [--epochs 100] [--out OUT | --docs] [--save-dir DIR]
 
-Prints a Markdown table and writes OUT.md, OUT.csv and OUT.png. Also saves both trained models
+Prints a Markdown table and writes OUT.md, OUT.csv and OUT.png (default OUT: work_dirs/reproduce_digits/
+reproduce_digits; --docs: docs/reproduce_digits, the README's). Also saves both trained models
 under SAVE_DIR (default work_dirs/reproduce_digits) as ordinary config + checkpoint pairs
 (a ``FlexiImageClassifier`` on the digits test images, written there as PNGs), so the other
 tools take them: ``tools/test.py SAVE_DIR/flexivit.py SAVE_DIR/flexivit.pth``,
@@ -31,13 +32,15 @@ def main():
     ap.add_argument('--epochs', type=int, default=100)
     ap.add_argument('--vit-patch', type=int, default=8)
     ap.add_argument('--seed', type=int, default=0)
-    ap.add_argument('--out', default='docs/reproduce_digits')
+    ap.add_argument('--out', default='work_dirs/reproduce_digits/reproduce_digits', help='OUT.md, OUT.csv, OUT.png')
+    ap.add_argument('--docs', action='store_true', help='write docs/reproduce_digits.* (the README\'s) instead of OUT')
     ap.add_argument('--save-dir', default='work_dirs/reproduce_digits',
                     help='where the trained models (config + checkpoint) and the test PNGs go')
     ap.add_argument('--flexi-only', action='store_true',
                     help='train only the FlexiViT (the same one as the full run): print its column and save it, '
                          'leave OUT alone')
     a = ap.parse_args()
+    a.out = 'docs/reproduce_digits' if a.docs else a.out
     torch.manual_seed(a.seed)
     tr, te = load_digits_48(a.seed)
 

@@ -2,7 +2,7 @@
 (what is run and measured: flexitransfer/experiments/openvocab.py and the README's section).
 
     python tools/reproduce_openvocab.py [--experiments composite colour] [--seeds 0 1]
-                                        [--patch 12 16 24] [--out docs/openvocab]
+                                        [--patch 12 16 24] [--out OUT | --docs]
 
 Prints a Markdown table and writes OUT.md, OUT.csv and OUT.png (AP x 100; mean over seeds, min-max).
 """
@@ -21,8 +21,11 @@ def main():
     ap.add_argument('--patch', nargs='+', type=int, default=[12, 16, 24])
     ap.add_argument('--work-dir', default='work_dirs/openvocab')
     ap.add_argument('--out', default='work_dirs/openvocab/openvocab',
-                    help='OUT.md, OUT.csv, OUT.png (--out docs/openvocab regenerates the README\'s)')
-    run_openvocab(ap.parse_args())
+                    help='OUT.md, OUT.csv, OUT.png')
+    ap.add_argument('--docs', action='store_true', help='write docs/openvocab.* (the README\'s) instead of OUT')
+    a = ap.parse_args()
+    a.out = 'docs/openvocab' if a.docs else a.out
+    run_openvocab(a)
 
 
 if __name__ == '__main__':

@@ -12,9 +12,8 @@ all weights fine-tuned), and evaluate every transferred model at every patch siz
 Same network as tools/reproduce_digits.py (4 layers, 64 dims, 48x48 inputs), batch 64
 throughout. Compute is counted as tokens per image x optimizer steps.
 
-    python tools/reproduce_transfer.py [--pre-epochs 100] [--ft-epochs 20] [--out docs/transfer_digits]
-
-Prints Markdown tables and writes OUT.md, OUT.csv and OUT.png.
+    python tools/reproduce_transfer.py [--pre-epochs 100] [--ft-epochs 20] [--out OUT | --docs]
+Prints Markdown tables, writes OUT.md / .csv / .png (default work_dirs/reproduce_transfer/; --docs: docs/).
 """
 import argparse
 import csv
@@ -26,8 +25,7 @@ import torch
 import torch.nn as nn
 
 from flexitransfer.reporting import markdown_table, patch_axis
-from flexitransfer.experiments.digits import (IMG, PATCHES, Net, accuracy, load_digits_48, random_patch_fn,
-                                              train)
+from flexitransfer.experiments.digits import IMG, PATCHES, Net, accuracy, load_digits_48, random_patch_fn, train
 
 
 def subset(data, keep, offset=0):
@@ -56,8 +54,10 @@ def main():
     ap.add_argument('--small-patch', type=int, default=4)
     ap.add_argument('--vit-patch', type=int, default=8)
     ap.add_argument('--seed', type=int, default=0)
-    ap.add_argument('--out', default='docs/transfer_digits')
+    ap.add_argument('--out', default='work_dirs/reproduce_transfer/transfer_digits')
+    ap.add_argument('--docs', action='store_true', help='docs/transfer_digits.* (the README\'s), not OUT')
     a = ap.parse_args()
+    a.out = 'docs/transfer_digits' if a.docs else a.out
     for p in (a.cheap_patch, a.small_patch, a.vit_patch):
         if p not in PATCHES:
             ap.error(f'patch {p} is not one of the evaluated patch sizes {PATCHES}')

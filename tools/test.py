@@ -1,18 +1,17 @@
-"""Evaluate a checkpoint, once per patch size, and print one table.
+"""Evaluate a checkpoint, once per patch size, and print one table (metrics in percent, COCO AP too).
 
-    python tools/test.py CONFIG CHECKPOINT [--patch 8 16 30] [--work-dir DIR] [--out-json F]
+    python tools/test.py CONFIG CHECKPOINT [--patch 8 16 30] [--work-dir DIR] [--out-json F] [--verbose]
                          [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+
+The terminal shows a short header, the progress and the table; mmengine's whole log (environment,
+config, hooks) is in the work dir's log file (``--verbose`` prints it here too).
 """
 import argparse
 import json
 import numbers
 
-import _bootstrap  # noqa: F401
+import _bootstrap
 from mmengine.config import DictAction
-
-from flexitransfer.apis import build_test_runner, default_work_dir, load_config, prepare_test_cfg
-from flexitransfer.engine.dist import add_launcher_args, parse_with_launcher
-from flexitransfer.engine import check_datasets_nonempty, init_distributed, validate_patch_config
 
 
 def parse_args():
@@ -23,19 +22,29 @@ def parse_args():
     p.add_argument('--work-dir')
     p.add_argument('--out-json', help='write {"table": [...], "metrics": {...}} here')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
-    add_launcher_args(p)
-    return parse_with_launcher(p)
+    p.add_argument('--verbose', action='store_true', help="mmengine's whole log on the terminal too")
+    _bootstrap.add_launcher_args(p)
+    return _bootstrap.parse_with_launcher(p)
 
 
 def main():
     args = parse_args()
+    _bootstrap.require_config(args.config)  # wrong paths: one line, before the heavy imports
+    _bootstrap.require_checkpoint(args.checkpoint)
+    from flexitransfer.apis import build_test_runner, default_work_dir, load_config, prepare_test_cfg
+    from flexitransfer.engine import check_datasets_nonempty, init_distributed, validate_patch_config
+    from flexitransfer.engine.console import header
+    from flexitransfer.engine.validate import check_patch_fits
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
+    if args.patch:
+        check_patch_fits(cfg, args.patch, args.config)
     cfg = prepare_test_cfg(cfg, patch_sizes=args.patch,
                            work_dir=args.work_dir or cfg.get('work_dir') or default_work_dir(args.config))
     validate_patch_config(cfg, args.config)
     init_distributed(cfg, args.launcher)
-    runner = build_test_runner(cfg, args.checkpoint, strict=True, prepared=True)
+    runner = build_test_runner(cfg, args.checkpoint, strict=True, prepared=True, quiet=not args.verbose)
+    print(header(runner, args.config, f"test at {cfg.test_cfg.get('patch_sizes') or 'the model default'}"), flush=True)
     check_datasets_nonempty(runner, ('test',))
     metrics = runner.test()
     loop = runner.test_loop

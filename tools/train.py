@@ -8,12 +8,8 @@
 import argparse
 import os.path as osp
 
-import _bootstrap  # noqa: F401
-from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
-
-from flexitransfer.engine.dist import add_launcher_args, parse_with_launcher
-from flexitransfer.engine import amp_optim_wrapper, check_checkpoint, check_datasets_nonempty, init_distributed, validate_patch_config
+import _bootstrap
+from mmengine.config import DictAction
 
 
 def parse_args():
@@ -24,12 +20,16 @@ def parse_args():
                    help='resume from CKPT, or from the latest checkpoint in the work dir if none is given')
     p.add_argument('--amp', action='store_true', help='automatic mixed precision')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries, key=value')
-    add_launcher_args(p)
-    return parse_with_launcher(p)
+    p.add_argument('--verbose', action='store_true', help="mmengine's whole log on the terminal too (it is always "
+                                                          "in the work dir's log file)")
+    _bootstrap.add_launcher_args(p)
+    return _bootstrap.parse_with_launcher(p)
 
 
-def build_cfg(args) -> Config:
-    cfg = Config.fromfile(args.config)
+def build_cfg(args):
+    from flexitransfer.apis import load_config
+    from flexitransfer.engine import amp_optim_wrapper
+    cfg = load_config(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -48,14 +48,22 @@ def build_cfg(args) -> Config:
 
 def main():
     args = parse_args()
+    _bootstrap.require_config(args.config)  # wrong paths: one line, before the heavy imports
+    _bootstrap.require_checkpoint(None if args.resume == 'auto' else args.resume, '--resume checkpoint')
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    from flexitransfer.engine import check_checkpoint, check_datasets_nonempty, init_distributed, validate_patch_config
+    from flexitransfer.engine.console import header, quiet_runner
     cfg = build_cfg(args)
+    _bootstrap.require_checkpoint(cfg.get('load_from'), 'load_from checkpoint')  # before the config dump
     validate_patch_config(cfg, args.config)  # bad patch sizes fail now, not at the iteration that draws them
     init_distributed(cfg, args.launcher)  # before the Runner: mmengine's own start-up needs CUDA
-    if 'runner_type' in cfg:  # a custom runner registered by the config's scope
-        from mmengine.registry import RUNNERS
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
+    runner_cls = RUNNERS.get(cfg.runner_type) if 'runner_type' in cfg else Runner  # a scope's own runner
+    runner = (runner_cls if args.verbose else quiet_runner(runner_cls)).from_cfg(cfg)
+    hook = next((h for h in cfg.get('custom_hooks') or [] if h.get('type') == 'RandomPatchSizeHook'), None)
+    print(header(runner, args.config, f"train: random of {hook['patch_sizes']}" if hook and hook.get('patch_sizes')
+                 else 'train: the model default'), flush=True)
     if cfg.get('load_from'):  # a resumed run needs every tensor; an initialisation may be partial
         check_checkpoint(runner.model, cfg.load_from, require_all=bool(cfg.get('resume')))
     check_datasets_nonempty(runner, ('train', 'val'))

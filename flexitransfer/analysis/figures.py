@@ -1,6 +1,8 @@
 """Figures and CSVs of the analysis sweep (:mod:`.sweep`): CKA heat maps, attention overlays,
 cross-scale correspondence maps. Written through :mod:`flexitransfer.reporting`."""
+import math
 import os.path as osp
+import textwrap
 
 
 from ..reporting import write_csv as _write_csv
@@ -20,7 +22,8 @@ def plt_module():
 
 
 def save_fig(fig, path):
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(path, dpi=130, bbox_inches='tight')
     plt_module().close(fig)
     print(f'wrote {path}')
@@ -37,22 +40,23 @@ def out_cka(res, a, out):
                   [[p, q, la, lb, f'{float(mats[(p, q)][i, j]):.6f}'] for (p, q) in mats
                    for i, la in enumerate(labels) for j, lb in enumerate(labels)])
         n = len(a.patch)
-        fig, axes = plt.subplots(n, n, figsize=(2.6 * n + 1, 2.6 * n), squeeze=False)
+        fig, axes = plt.subplots(n, n, figsize=(3.0 * n + 1.2, 3.0 * n), squeeze=False, layout='constrained')
+        ticks = _ticks(len(labels), 12)  # at most 12 names per axis, on the diagonal cells only: none collide
+        lo = min(0.9, max(0.0, math.floor(10 * min(float(m.min()) for m in mats.values())) / 10))  # what varies
         for i, p in enumerate(a.patch):
             for j, q in enumerate(a.patch):
                 ax = axes[i][j]
                 if j < i:
                     ax.axis('off')
                     continue
-                im = ax.imshow(mats[(p, q)].numpy(), vmin=0, vmax=1, cmap='magma', origin='lower')
-                ax.set_title(f'p{p} (rows) vs p{q} (cols)', fontsize=8)
-                ticks = range(0, len(labels), max(1, len(labels) // 6))
-                ax.set_xticks(list(ticks), [labels[t] for t in ticks], fontsize=6, rotation=90)
-                ax.set_yticks(list(ticks), [labels[t] for t in ticks], fontsize=6)
+                im = ax.imshow(mats[(p, q)].numpy(), vmin=lo, vmax=1, cmap='magma', origin='lower')
+                ax.set_title(f'p{p} (rows) vs p{q} (cols)', fontsize=9)
+                ax.set_xticks(ticks, [labels[t] for t in ticks] if i == j else [], fontsize=7, rotation=90)
+                ax.set_yticks(ticks, [labels[t] for t in ticks] if i == j else [], fontsize=7)
         fig.colorbar(im, ax=axes, shrink=0.6, label='linear CKA')
         fig.suptitle(f'CKA of {"token maps (common grid)" if kind == "tokens" else "class token"}, '
                      f'layer x layer, per patch pair')
-        fig.savefig(osp.join(out, f'cka_{kind}.png'), dpi=110)
+        fig.savefig(osp.join(out, f'cka_{kind}.png'), dpi=110, bbox_inches='tight')
         plt.close(fig)
         print(f'wrote {osp.join(out, f"cka_{kind}.png")}')
 
@@ -86,6 +90,12 @@ def out_cka(res, a, out):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     save_fig(fig, osp.join(out, 'cka_vs_ref.png'))
+
+
+def _ticks(n: int, most: int):
+    """Every k-th of ``n`` label indices (at most ``most`` of them, evenly spaced), the last one included."""
+    step = -(-n // most)
+    return sorted(set(range(0, n, step)) | {n - 1})
 
 
 def overlay(ax, img, heat, patch, title):
@@ -153,7 +163,8 @@ def out_correspondence(res, a, out, images, shown):
               ['image', 'layer', 'p_query', 'query_row', 'query_col', 'p_target', 'row', 'col', 'cosine'],
               [[images[i][0], res['corr_layer'], a.ref, qr, qc, q, r, c, f'{float(v):.6f}']
                for i in idx for q in a.patch for (r, c), v in _cells(res['sim'][(i, q)])])
-    fig, axes = plt.subplots(len(idx), len(a.patch), figsize=(2.3 * len(a.patch), 2.4 * len(idx)), squeeze=False)
+    fig, axes = plt.subplots(len(idx), len(a.patch), figsize=(2.6 * len(a.patch), 2.9 * len(idx)), squeeze=False,
+                             layout='constrained')
     gr = res['grids'][a.ref]
     for r, i in enumerate(idx):
         for c, q in enumerate(a.patch):
@@ -161,8 +172,11 @@ def out_correspondence(res, a, out, images, shown):
             overlay(ax, shown[i], res['sim'][(i, q)], q, f'p{q}' + (' (query)' if q == a.ref else ''))
             ax.add_patch(plt.Rectangle((qc * a.ref - 0.5, qr * a.ref - 0.5), a.ref, a.ref, fill=False, ec='cyan',
                                        lw=1.2))
-        axes[r][0].set_title(f'{images[i][0]}: p{a.ref} token ({qr},{qc}) of {gr[0]}x{gr[1]}', fontsize=7)
-    fig.suptitle(f'cosine similarity to the boxed p{a.ref} token ({res["corr_layer"]})', fontsize=9)
+        # the image and the query as the row's label, left of it: no title wider than its axis
+        axes[r][0].text(-0.05, 0.5, f'{images[i][0]}\nquery: p{a.ref} token ({qr},{qc}) of {gr[0]}x{gr[1]}',
+                        transform=axes[r][0].transAxes, rotation=90, ha='right', va='center', fontsize=8)
+    fig.suptitle(textwrap.fill(f'cosine similarity to the boxed p{a.ref} token ({res["corr_layer"]})',
+                               max(30, int(14 * 2.6 * len(a.patch)))), fontsize=10)
     save_fig(fig, osp.join(out, 'correspondence.png'))
 
 

@@ -2,14 +2,19 @@
 checkpoint strictly, evaluate once per patch size."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import numbers
 import os.path as osp
+import sys
 import tempfile
 import uuid
 from typing import Callable, Optional, Sequence
 
 from ..engine.checkpoint import load_state, read_state_dict
+from ..engine.console import quiet_runner, unquiet_console
+from ..evaluation.main_metric import to_percent
 from .model import without_pretrained
 
 
@@ -46,27 +51,58 @@ def prepare_test_cfg(cfg, patch_sizes: Optional[Sequence] = None, work_dir: Opti
     return cfg
 
 
-def build_test_runner(cfg, checkpoint: str, strict: bool = True, prepared: bool = False, **prepare_kwargs):
+def build_test_runner(cfg, checkpoint: str, strict: bool = True, prepared: bool = False, quiet: bool = False,
+                      **prepare_kwargs):
     """An mmengine Runner for ``cfg`` (prepared by :func:`prepare_test_cfg` unless ``prepared``) with
-    ``checkpoint`` loaded strictly into its model."""
+    ``checkpoint`` loaded strictly into its model. Its test metrics are in percent (:func:`to_percent`: COCO /
+    LVIS AP too). ``quiet``: the console shows progress and tables only (the log file keeps everything)."""
     from mmengine.runner import Runner
     weights = read_state_dict(checkpoint)  # a missing / broken file fails before the runner prints its set-up
     if not prepared:
         cfg = prepare_test_cfg(cfg, **prepare_kwargs)
-    runner = Runner.from_cfg(cfg)
+    runner = (quiet_runner(Runner) if quiet else Runner).from_cfg(cfg)
     load_state(runner.model, weights, checkpoint, strict=strict)
+    build_loop = runner.build_test_loop
+
+    def build_percent_loop(loop):  # mmengine builds the loop (data, evaluator) lazily, at test(): so do we
+        with contextlib.redirect_stdout(io.StringIO() if quiet else sys.stdout) as said:  # pycocotools' "loading..."
+            loop = build_loop(loop)
+        _log_only(runner, said.getvalue() if quiet else '')
+        if not getattr(loop.evaluator, '_percent', False):  # one unit for every metric
+            loop.evaluator.evaluate = _percent_evaluate(runner, loop.evaluator.evaluate, quiet)
+            loop.evaluator._percent = True
+        return loop
+    runner.build_test_loop = build_percent_loop
     return runner
+
+
+def _log_only(runner, text: str) -> None:
+    if text.strip():
+        runner.logger.info(text.rstrip(), extra={'console': False})
+
+
+def _percent_evaluate(runner, evaluate_fractions, quiet: bool):
+    def evaluate_percent(size):
+        with contextlib.redirect_stdout(io.StringIO() if quiet else sys.stdout) as said:  # pycocotools' summary
+            metrics = evaluate_fractions(size)
+        _log_only(runner, said.getvalue() if quiet else '')
+        return to_percent(metrics)
+    return evaluate_percent
 
 
 def evaluate(cfg, checkpoint: str, patch_sizes: Optional[Sequence] = None, data_root: Optional[str] = None,
              log_level: str = 'WARNING', strict: bool = True,
-             before_test: Optional[Callable] = None) -> dict:
-    """Test-set metrics (as ``runner.test()`` returns them) of ``checkpoint``; ``before_test(runner)``
-    may change the loaded model first (e.g. run part of it in ONNX Runtime)."""
+             before_test: Optional[Callable] = None, quiet: bool = True) -> dict:
+    """Test-set metrics (as ``runner.test()`` returns them, in percent) of ``checkpoint``; ``before_test(runner)``
+    may change the loaded model first (e.g. run part of it in ONNX Runtime). ``quiet``: the runner's set-up
+    warnings (OpenMMLab deprecations, repeated by every runner) and pycocotools' prints stay off the terminal."""
     with tempfile.TemporaryDirectory(prefix='ft_eval_') as work_dir:
         runner = build_test_runner(cfg, checkpoint, strict=strict, patch_sizes=patch_sizes, work_dir=work_dir,
-                                   data_root=data_root, log_level=log_level)
-        if before_test is not None:
-            before_test(runner)
-        metrics = runner.test()
+                                   data_root=data_root, log_level=log_level, quiet=quiet)
+        try:
+            if before_test is not None:
+                before_test(runner)
+            metrics = runner.test()
+        finally:
+            unquiet_console(runner.logger)
     return {k: float(v) for k, v in metrics.items() if isinstance(v, numbers.Real)}

@@ -99,6 +99,8 @@ def sniff(path: str) -> str:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
         except zipfile.BadZipFile:
+            if _as_text(head) is not None:  # a text file that happens to start with 'PK'
+                raise CheckpointError(_text_message(path, _as_text(head), size)) from None
             what = 'an .npz archive' if path.endswith('.npz') else 'a PyTorch zip checkpoint'
             raise CheckpointError(f'checkpoint {path!r} ({size} bytes) starts like {what} but has no zip '
                                   f'directory at its end: the file is truncated; {_FIX_DOWNLOAD}') from None

@@ -5,9 +5,9 @@ from .hooks import RandomPatchSizeHook
 from .mixed_hook import MixedPartitionHook, draw_mixed_policy
 from .loops import MultiPatchTestLoop, MultiPatchValLoop, format_patch_table
 from .patch_size import draw_patch_size, flexi_modules, get_patch_size, set_patch_size, walk_backbone_cfgs
-from .validate import check_datasets_nonempty, check_patch_value, validate_patch_config
+from .validate import check_datasets_nonempty, check_patch_fits, check_patch_value, validate_patch_config
 
-__all__ = ['CPUAmpOptimWrapper', 'amp_optim_wrapper', 'allow_mmengine_checkpoints', 'check_checkpoint', 'load_weights', 'read_state_dict', 'choose_backend', 'init_distributed',
+__all__ = ['check_patch_fits', 'CPUAmpOptimWrapper', 'amp_optim_wrapper', 'allow_mmengine_checkpoints', 'check_checkpoint', 'load_weights', 'read_state_dict', 'choose_backend', 'init_distributed',
            'RandomPatchSizeHook', 'MultiPatchTestLoop', 'MultiPatchValLoop', 'format_patch_table', 'draw_patch_size', 'flexi_modules', 'get_patch_size', 'set_patch_size',
            'check_datasets_nonempty', 'check_patch_value', 'validate_patch_config', 'walk_backbone_cfgs',
            'MixedPartitionHook', 'draw_mixed_policy']

@@ -80,19 +80,3 @@ def init_distributed(cfg, launcher: str) -> None:
             find_unused_parameters=cfg.get('find_unused_parameters', False))
         wrapper.setdefault('device_ids', None)
         cfg.model_wrapper_cfg = wrapper
-
-
-def add_launcher_args(parser) -> None:
-    """``--launcher`` and ``--local-rank`` as tools/train.py and tools/test.py take them."""
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
-                        help='pytorch: under torchrun; slurm: under srun. Backend: nccl on CUDA, gloo on CPU '
-                             '(unless env_cfg.dist_cfg.backend is set)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-
-
-def parse_with_launcher(parser):
-    """``parser.parse_args()``, with LOCAL_RANK exported from ``--local-rank`` (older launchers pass only that)."""
-    import os
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args

@@ -190,3 +190,36 @@ def check_datasets_nonempty(runner, stages: Sequence[str]) -> None:
         dataset = getattr(getattr(loop, 'dataloader', None), 'dataset', None)
         if dataset is not None and len(dataset) == 0:
             raise _empty(stage, _describe_dataset(dataset))
+
+
+def _divisors(n: int):
+    return [d for d in range(2, n + 1) if n % d == 0]
+
+
+def check_patch_fits(cfg, patch_sizes: Sequence, config: Optional[str] = None, flag: str = '--patch',
+                     img_size=None) -> None:
+    """The one check of the patch sizes a user asks for (``tools/test.py --patch``, ``tools/resize_deploy.py
+    --patch``) against the test input of the Config ``cfg`` (or against ``img_size`` (h, w) when given): a ``ValueError`` naming the patch, the input size and the valid patch sizes, so every tool says the
+    same for the same mistake. A patch is an int or an (h, w) pair."""
+    config = config or 'the config'
+    if img_size is not None:
+        size, where, divisors = (int(img_size[0]), int(img_size[1])), '--img-size', []
+    else:
+        size, where, divisors = _stage_constraints(cfg, 'test' if cfg.get('test_dataloader') else 'val')
+    for p in patch_sizes:
+        ph, pw = check_patch_value(p, f'{flag} {p}')
+        tag = str(ph) if ph == pw else f'{ph}x{pw}'
+        if size is not None:
+            h, w = size
+            if ph <= h and pw <= w and h % ph == 0 and w % pw == 0:
+                continue
+            what, valid = f'the input {h}x{w} of {config} ({where})', _divisors(gcd(h, w))
+        else:
+            bad = [(d, wd) for d, wd in divisors if d % ph or d % pw]
+            if not bad:
+                continue
+            d, wd = bad[0]
+            what = f'the test input of {config}, padded to a multiple of {d} ({wd})'
+            valid = _divisors(gcd(*[d for d, _ in divisors]))
+        raise ValueError(f'{flag} {tag}: patch size {tag} does not divide {what}; valid patch sizes: '
+                         f'{", ".join(map(str, valid))}')

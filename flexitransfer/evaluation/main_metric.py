@@ -1,6 +1,8 @@
 """The headline metric of a task's metrics dict: one list for every report (benchmark, deploy)."""
 from __future__ import annotations
 
+import numbers
+import re
 from typing import Iterable
 
 #: in priority order; matched as the whole key or its last '/'-part (e.g. 'p16/mIoU', 'coco/bbox_mAP')
@@ -19,3 +21,24 @@ def main_metric(keys: Iterable) -> str:
     if not rest:
         raise ValueError(f'no metric among {keys}')
     return rest[0]
+
+
+#: metrics that mmdet's CocoMetric and the LVIS metric report as fractions (box / mask AP, AR, per-class
+#: precision); every report here (test table, --out-json, benchmark, deploy) gives them x 100, as mIoU,
+#: PQ, top-1 and recall already are
+FRACTION_NAMES = re.compile(r'^((bbox|segm)_mAP(_\w+)?|.+_precision|AR@\d+|AR_\w+)$')
+LVIS_NAMES = re.compile(r'^AP(50|75|s|m|l|r|c|f)?$')
+
+
+def is_fraction_metric(key) -> bool:
+    parts = str(key).split('/')
+    name, prefix = parts[-1], parts[-2] if len(parts) > 1 else ''
+    return bool(FRACTION_NAMES.match(name)) or (prefix == 'lvis' and bool(LVIS_NAMES.match(name)))
+
+
+def to_percent(metrics: dict) -> dict:
+    """``metrics`` with the fraction-valued ones (:func:`is_fraction_metric`) x 100 (mmdet rounds them to 3
+    decimals first, so they come back with one decimal: 0.082 -> 8.2). COCO's -1 ("no box of that size in
+    the ground truth") stays -1."""
+    return {k: round(float(v) * 100, 4) if is_fraction_metric(k) and isinstance(v, numbers.Real)
+            and not isinstance(v, bool) and v >= 0 else v for k, v in metrics.items()}
