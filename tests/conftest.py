@@ -1,17 +1,19 @@
-import os
 import os.path as osp
 import subprocess
 import sys
 
-import pytest
-import torch
-from mmengine.config import Config
-
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import flexitransfer  # noqa: E402,F401
+sys.path.insert(0, osp.join(ROOT, 'tools'))
+from _threads import thread_defaults  # noqa: E402
 
-torch.set_num_threads(max(1, os.cpu_count() or 1))
+thread_defaults()  # the tools' thread defaults, before torch loads (tools/_threads.py); tools run here inherit them
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+
+import flexitransfer  # noqa: E402,F401
 
 
 @pytest.fixture

@@ -12,19 +12,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
-def thread_defaults(environ=os.environ):
-    """Thread defaults for torch's OpenMP pool, set before torch loads (a variable already set wins):
-    one thread per CPU this process may use (its affinity mask, not the machine's core count), and
-    waiting threads that sleep after a short spin. libgomp's own default spins ~300 000 times at every
-    barrier; beside another busy process that burns the cores the other one needs (two tiny trainings
-    side by side ran ~6x slower each instead of ~1-2x: tools/benchmark_jobs.py, README "Threads")."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
-    environ.setdefault('OMP_NUM_THREADS', str(cpus))
-    if 'OMP_WAIT_POLICY' not in environ:
-        environ.setdefault('GOMP_SPINCOUNT', GOMP_SPINCOUNT)
+from _threads import thread_defaults  # noqa: E402  (OMP_NUM_THREADS, GOMP_SPINCOUNT: before torch loads)
 
-
-GOMP_SPINCOUNT = '10000'
 thread_defaults()
 
 # The pinned stack is checked by name here (cheap); flexitransfer itself is imported by each tool after

@@ -30,6 +30,7 @@ from ..reporting import save_figure, write_table
 __all__ = ['SETTINGS', 'THREAD_VARS', 'iteration_time', 'run_jobs', 'benchmark_jobs']
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+WORK_ROOT = 'work_dirs/benchmark_jobs'  # the trainings' work dirs (not beside --out, which may be docs/)
 THREAD_VARS = ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'MKL_NUM_THREADS')
 
 
@@ -100,7 +101,7 @@ def benchmark_jobs(config: str, settings: Sequence[str], jobs: Sequence[int] = (
     for name in settings:
         alone = None
         for k in jobs:
-            t = run_jobs(config, k, table[name], osp.join(osp.dirname(out) or '.', 'runs', f'{name}_{k}'), iters,
+            t = run_jobs(config, k, table[name], osp.join(WORK_ROOT, 'runs', f'{name}_{k}'), iters,
                          cfg_options)
             mean = sum(t) / len(t)
             alone = mean if k == 1 else alone
