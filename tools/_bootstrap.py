@@ -12,9 +12,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
-from _threads import thread_defaults  # noqa: E402  (OMP_NUM_THREADS, GOMP_SPINCOUNT: before torch loads)
+from _threads import TIMING_TOOLS, thread_defaults  # noqa: E402  (OMP_NUM_THREADS, GOMP_SPINCOUNT)
 
-thread_defaults()
+thread_defaults(timing=osp.basename(sys.argv[0] if sys.argv else '') in TIMING_TOOLS)  # before torch loads
 
 # The pinned stack is checked by name here (cheap); flexitransfer itself is imported by each tool after
 # it has parsed and checked its arguments, so a wrong argument is answered in a second, not after the
