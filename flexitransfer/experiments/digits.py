@@ -72,7 +72,11 @@ def train(model, data, epochs, patch_fn, seed, desc, lr=1e-3, before_step: Optio
     (x, y), g = data, torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps = epochs * (len(y) // 64)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    if steps < 4:
+        raise ValueError(f'{desc}: {epochs} epoch(s) of {len(y)} images is {steps} step(s) of batch 64; the '
+                         'one-cycle schedule needs at least 4: raise the epochs')
+    # 10 % warm-up; at least 2 steps of it, or OneCycleLR divides by a zero-length phase (short smoke runs)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.1, 2 / steps))
     model.train()
     step = 0
     for _ in tqdm(range(epochs), desc=desc, leave=False):
