@@ -11,7 +11,6 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-
 from _threads import TIMING_TOOLS, thread_defaults  # noqa: E402  (OMP_NUM_THREADS, GOMP_SPINCOUNT)
 
 thread_defaults(timing=osp.basename(sys.argv[0] if sys.argv else '') in TIMING_TOOLS)  # before torch loads

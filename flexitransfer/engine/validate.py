@@ -88,9 +88,13 @@ def _stage_constraints(cfg, stage: str):
     return size, where, divisors
 
 
+def _divisors(n: int) -> List[int]:
+    """The patch sizes (>= 2) that divide ``n``."""
+    return [d for d in range(2, n + 1) if n % d == 0]
+
+
 def _suggest(h: int, w: int) -> str:
-    g = gcd(h, w)
-    good = [d for d in range(4, min(h, w) + 1) if g % d == 0]
+    good = [d for d in _divisors(gcd(h, w)) if d >= 4]  # divisors of the gcd are <= min(h, w)
     if not good:
         return 'a crop whose sides share divisors >= 4'
     return f'patch sizes that divide {h}x{w}: {good}'
@@ -192,15 +196,12 @@ def check_datasets_nonempty(runner, stages: Sequence[str]) -> None:
             raise _empty(stage, _describe_dataset(dataset))
 
 
-def _divisors(n: int):
-    return [d for d in range(2, n + 1) if n % d == 0]
-
-
 def check_patch_fits(cfg, patch_sizes: Sequence, config: Optional[str] = None, flag: str = '--patch',
                      img_size=None) -> None:
     """The one check of the patch sizes a user asks for (``tools/test.py --patch``, ``tools/resize_deploy.py
-    --patch``) against the test input of the Config ``cfg`` (or against ``img_size`` (h, w) when given): a ``ValueError`` naming the patch, the input size and the valid patch sizes, so every tool says the
-    same for the same mistake. A patch is an int or an (h, w) pair."""
+    --patch``) against the test input of the Config ``cfg`` (or against ``img_size`` (h, w) when given): a
+    ``ValueError`` naming the patch, the input size and the valid patch sizes, so every tool says the same
+    for the same mistake. A patch is an int or an (h, w) pair."""
     config = config or 'the config'
     if img_size is not None:
         size, where, divisors = (int(img_size[0]), int(img_size[1])), '--img-size', []
