@@ -18,9 +18,9 @@ Two ways to place the resample (``resample``):
 * ``'to16'``: bilinearly resample the stride-p map onto the stride-16 grid (``ceil(H/16)``),
   then ViTDet's branches unchanged (a resize after a branch only for inputs 32 does not divide).
 
-In both, at p = 16 nothing is resampled and the module *is* ViTDet's pyramid. Measured on the
-tiny panoptic data (docs/readme/panoptic.md), 'per_level' gave clearly higher PQ at p = 8, 12
-and 24 than 'to16' for the same training, so it is the default.
+In both, at p = 16 nothing is resampled and the module *is* ViTDet's pyramid. On the tiny
+panoptic data 'per_level' gave higher PQ at p = 8, 12 and 24 than 'to16' for the same training,
+so it is the default (docs/results/panoptic_neck.md).
 
 Both use the same parameters at every p (every parameter gets a gradient at every p, so DDP
 needs no ``find_unused_parameters``). The input size comes from the caller
