@@ -6,11 +6,11 @@ mmengine checkpoints loadable on torch >= 2.6.
 """
 __version__ = '0.1.0'
 
-from . import ops  # noqa: F401,E402
-from .models import *  # noqa: F401,F403,E402
-from .datasets import *  # noqa: F401,F403,E402
-from .evaluation import *  # noqa: F401,F403,E402
-from .engine import *  # noqa: F401,F403,E402
-from .engine.checkpoint import allow_mmengine_checkpoints  # noqa: E402
+from . import ops  # noqa: F401
+from .models import *  # noqa: F403
+from .datasets import *  # noqa: F403
+from .evaluation import *  # noqa: F403
+from .engine import *  # noqa: F403
+from .engine.checkpoint import allow_mmengine_checkpoints
 
 allow_mmengine_checkpoints()

@@ -1,10 +1,77 @@
-"""Results as a Markdown table, a CSV and a PNG: written once, used by every tool that reports."""
+"""Results as a Markdown table, a CSV and a PNG: written once, used by every tool that reports.
+
+Every Markdown results file starts with its :func:`provenance` (command, commit, CPU, threads, date).
+CSVs carry no such header: tests and tools read them with a plain ``csv.DictReader``.
+"""
 from __future__ import annotations
 
 import csv
+import datetime
 import os
 import os.path as osp
+import platform
+import shlex
+import subprocess
+import sys
 from typing import Callable, Dict, List, Optional, Sequence
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))  # the repository (tools/, configs/, docs/)
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(['git', *args], cwd=ROOT, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ''
+
+
+def _cpu_model() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or 'unknown'
+
+
+def _command() -> str:
+    """The running program as typed from the repository root: ``python tools/x.py ARGS``."""
+    argv = list(sys.argv) or ['python']
+    prog = argv[0]
+    if prog.endswith('.py') and osp.isfile(prog):
+        path = osp.abspath(prog)
+        rel = osp.relpath(path, ROOT)
+        return shlex.join(['python', path if rel.startswith('..') else rel] + argv[1:])
+    return shlex.join([osp.basename(prog)] + argv[1:])
+
+
+def provenance(command: Optional[str] = None) -> str:
+    """One Markdown line saying what produced a results file, where and when.
+
+    Args:
+        command: the command shown; default the running program (``sys.argv``, its script path made
+            relative to the repository root).
+
+    Returns:
+        ``Command: `...` · commit abc1234 [(+ uncommitted changes)] · CPU: <model> · threads: <n> ·
+        date: <UTC ISO date>`` (plus ``· GPU: <name>`` when torch sees a CUDA device).
+    """
+    import torch
+    commit = _git('rev-parse', '--short', 'HEAD') or 'unknown'
+    if commit != 'unknown' and _git('status', '--porcelain'):
+        commit += ' (+ uncommitted changes)'
+    parts = [f'Command: `{command if command is not None else _command()}`', f'commit {commit}',
+             f'CPU: {_cpu_model()}', f'threads: {torch.get_num_threads()}']
+    if torch.cuda.is_available():
+        parts.append(f'GPU: {torch.cuda.get_device_name()}')
+    parts.append(f'date: {datetime.datetime.now(datetime.timezone.utc).date().isoformat()}')
+    return ' · '.join(parts)
+
+
+_provenance = provenance  # write_table's ``provenance`` argument hides the function inside it
 
 
 def fmt_value(v, spec: Optional[str] = None) -> str:
@@ -27,7 +94,8 @@ def markdown_table(rows: Sequence[dict], cols: Optional[Sequence[str]] = None,
 
 
 def write_csv(path: str, rows: Sequence, cols: Sequence[str]) -> str:
-    """``rows`` (dicts, or sequences in ``cols`` order) as a CSV with a header line."""
+    """``rows`` (dicts, or sequences in ``cols`` order) as a CSV with a header line (no provenance:
+    its readers take the first line as the header)."""
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with open(path, 'w', newline='') as f:
         w = csv.writer(f)
@@ -37,16 +105,46 @@ def write_csv(path: str, rows: Sequence, cols: Sequence[str]) -> str:
     return path
 
 
+def write_markdown(path: str, text: str, provenance: bool = True, command: Optional[str] = None) -> str:
+    """A Markdown results file: its :func:`provenance` line, a blank line, then ``text``.
+
+    Args:
+        path: the file (its folder is made).
+        text: the Markdown body.
+        provenance: head the file with the provenance line.
+        command: the command that line shows (default: the running program).
+
+    Returns:
+        ``path``.
+    """
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write((_provenance(command) + '\n\n' if provenance else '') + text.rstrip('\n') + '\n')
+    return path
+
+
 def write_table(out_prefix: str, rows: List[dict], cols: Optional[Sequence[str]] = None,
                 formats: Optional[Dict[str, str]] = None, text_before: str = '', text_after: str = '',
-                headers: Optional[Dict[str, str]] = None) -> str:
-    """``OUT.md`` (optional text around the table) and ``OUT.csv``; returns the Markdown."""
+                headers: Optional[Dict[str, str]] = None, provenance: bool = True) -> str:
+    """``OUT.md`` (the provenance line, optional text around the table) and ``OUT.csv``.
+
+    Args:
+        out_prefix: OUT, without the extension.
+        rows: the table rows (dicts).
+        cols: the columns (default: the first row's keys).
+        formats: column -> format spec of its cells (e.g. ``'{:.1f}'``), Markdown only.
+        text_before: Markdown before the table.
+        text_after: Markdown after it.
+        headers: column -> its Markdown header (default the column name).
+        provenance: head OUT.md with :func:`provenance`.
+
+    Returns:
+        The Markdown of text and table, without the provenance line (what a tool prints).
+    """
     cols = list(cols or (rows[0].keys() if rows else []))
     md = '\n\n'.join(t for t in (text_before.strip(), markdown_table(rows, cols, formats, headers),
                                  text_after.strip()) if t)
-    os.makedirs(osp.dirname(osp.abspath(out_prefix)), exist_ok=True)
-    with open(out_prefix + '.md', 'w') as f:
-        f.write(md + '\n')
+    write_markdown(out_prefix + '.md', md, provenance)
     write_csv(out_prefix + '.csv', rows, cols)
     return md
 

@@ -261,3 +261,22 @@ def test_analyze_tool_end_to_end(tmp_path, tiny_arch):
         # chance: the target grid is the region grid (3x3 at p=20, 2x2 at p=30), one target token per region
         expected = 1 / 9 if r['p_target'] == '20' else 1 / 4
         assert float(r['chance']) == pytest.approx(expected, abs=1e-6)
+    # the library raises (the tool prints one line): an argument the model does not fit, named by its flag
+    from flexitransfer.analysis.sweep import run_analysis
+    with pytest.raises(ValueError, match=r'--layers \[9\]: the model has 4 blocks'):
+        run_analysis(osp.join(osp.dirname(__file__), '..', 'configs', 'cls', 'tiny_cls_flexi.py'), str(ckpt),
+                     [12, 20], images=[str(tmp_path / 'img*.png')], layers=[9], out=str(tmp_path / 'out2'))
+
+
+def test_run_analysis_raises_before_loading_anything(tmp_path):
+    from flexitransfer.analysis.sweep import expand_images, run_analysis
+    cfg = osp.join(osp.dirname(__file__), '..', 'configs', 'cls', 'tiny_cls_flexi.py')
+    with pytest.raises(ValueError, match=r'--ref 5 must be one of --patch \[8, 16\]'):
+        run_analysis(cfg, 'x.pth', [8, 16], ref=5)
+    with pytest.raises(ValueError, match='--batch-size must be at least 4'):
+        run_analysis(cfg, 'x.pth', [8, 16], batch_size=2)
+    with pytest.raises(FileNotFoundError, match='not found: .*nope.pth'):
+        run_analysis(cfg, str(tmp_path / 'nope.pth'), [8, 16])
+    with pytest.raises(FileNotFoundError, match='--images: no file matches'):
+        expand_images([str(tmp_path / '*.png')])
+    assert not list(tmp_path.iterdir())

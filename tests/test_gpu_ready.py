@@ -19,8 +19,8 @@ from mmengine.config import Config
 
 from conftest import ROOT, randomize
 
-import flexitransfer.models.layers.deform_attn as da  # noqa: E402
-from flexitransfer.models import FlexiViT  # noqa: E402
+import flexitransfer.models.layers.deform_attn as da
+from flexitransfer.models import FlexiViT
 
 TINY_PAN = 'configs/panoptic/tiny_panoptic_flexi.py'
 TINY_SEG = 'configs/seg/tiny_seg_flexi.py'

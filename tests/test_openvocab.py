@@ -186,3 +186,17 @@ def test_ensure_toy_generates_once(tmp_path):
     assert len(json.load(open(ann))['images']) == TOY_DATASETS['lvis'].num_val
     stamp = osp.getmtime(ann)
     assert ensure_toy('lvis', base=str(tmp_path)) == root and osp.getmtime(ann) == stamp  # not regenerated
+
+
+def test_run_openvocab_takes_typed_arguments_and_raises(tmp_path):
+    """Library code raises (the tool prints): an unknown name before any work, a failed training step
+    with its command, exit status and the end of its log."""
+    from flexitransfer.experiments.openvocab import StepFailed, run_openvocab, sh
+    with pytest.raises(ValueError, match=r"unknown experiment\(s\) \['shapes'\]: choose from \['composite', 'colour'"):
+        run_openvocab(experiments=['shapes'], out=str(tmp_path / 'never'))
+    with pytest.raises(ValueError, match=r"unknown run\(s\) \['lit_none'\]"):
+        run_openvocab(runs=['lit', 'lit_none'], out=str(tmp_path / 'never'))
+    log = str(tmp_path / 'step.log')
+    with pytest.raises(StepFailed, match=r'failed \(exit 3\); end of .*step\.log:\nboom'):
+        sh(['-c', 'import sys; print("boom"); sys.exit(3)'], log)
+    assert not list(tmp_path.glob('never*'))

@@ -11,7 +11,7 @@ config's test images or on given image files, all resized to one analysis size (
 default the config's test input size) that every patch size must divide. Images are
 normalised with the model's data preprocessor (mean/std, channel order).
 
-Outputs in --out (default work_dirs/analysis/<config>):
+Outputs in --out (default work_dirs/analysis/<config>; --docs: docs/results/analysis, the README's):
 * cka_tokens.csv / cka_tokens.png: minibatch linear CKA (unbiased HSIC) between every recorded
   representation (embedding; after each attention and each MLP sub-block) at every pair of
   patch sizes, layer x layer; token maps on the coarser grid of the pair (the finer map
@@ -31,6 +31,7 @@ import argparse
 import _bootstrap  # noqa: F401
 
 WHAT = ('cka', 'attention', 'correspondence')  # flexitransfer.analysis.sweep.WHAT (not imported: --help stays fast)
+DOCS_OUT = 'docs/results/analysis'
 
 
 def parse_args(argv=None):
@@ -43,6 +44,7 @@ def parse_args(argv=None):
                     help='images used for CKA and correspondence (spread evenly over the test set)')
     ap.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'))
     ap.add_argument('--out')
+    ap.add_argument('--docs', action='store_true', help=f'write into {DOCS_OUT} (the README\'s) instead of --out')
     ap.add_argument('--ref', type=int, help='reference patch size (default: the first of --patch)')
     ap.add_argument('--what', nargs='+', choices=WHAT, default=list(WHAT))
     ap.add_argument('--layers', type=int, nargs='+', default=[-1], help='blocks whose attention is drawn')
@@ -78,7 +80,10 @@ def parse_args(argv=None):
 def main(argv=None):
     a = parse_args(argv)
     from flexitransfer.analysis.sweep import run_analysis
-    run_analysis(a)
+    run_analysis(a.config, a.checkpoint, a.patch, ref=a.ref, what=a.what, images=a.images, num_images=a.num_images,
+                 img_size=a.img_size, layers=a.layers, heads=a.heads, rollout=a.rollout, show=a.show, query=a.query,
+                 corr_layer=a.corr_layer, batch_size=a.batch_size, module=a.module, device=a.device,
+                 out=DOCS_OUT if a.docs else a.out)
 
 
 if __name__ == '__main__':

@@ -2,9 +2,12 @@
 upsampled to 48x48, a 4-layer FlexiViT classifier, its trainer and evaluation, and saving a trained
 model as an ordinary config + checkpoint pair.
 
-Used by ``tools/reproduce_digits.py`` (the headline figure), ``tools/reproduce_transfer.py`` and
-``tools/reproduce_adaptive.py``. Random patch sizes are drawn with the engine's
-``draw_patch_size`` (a function of (seed, step), like ``RandomPatchSizeHook``).
+The headline figure (:func:`run_digits`, ``tools/reproduce_digits.py``): a plain ViT trained at one patch
+size, evaluated at every patch size with its kernel PI-resized (the paper's fair baseline) and with plain
+bilinear resize (naive), beside a FlexiViT (same network) trained with a random patch size per step.
+The parts are also used by :mod:`.transfer` (``tools/reproduce_transfer.py``) and :mod:`.adaptive`
+(``tools/reproduce_adaptive.py``). Random patch sizes are drawn with the engine's ``draw_patch_size``
+(a function of (seed, step), like ``RandomPatchSizeHook``).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import torch.nn.functional as F
 
 from ..engine.patch_size import draw_patch_size
 from ..models.backbones import FlexiViT
+from ..reporting import markdown_table, patch_axis, save_figure, write_table
 
 PATCHES = [4, 6, 8, 12, 16, 24]  # grids 12, 8, 6, 4, 3, 2 on 48x48
 IMG = 48
@@ -149,3 +153,86 @@ def load_saved_flexi(root: str, name: str = 'flexivit') -> Optional[Net]:
     model = flexi_net()
     model.load_state_dict(torch.load(path, map_location='cpu', weights_only=True)['state_dict'])
     return model.eval()
+
+
+def float_formats(rows) -> dict:
+    """The cell formats of a table of accuracies in %.
+
+    Args:
+        rows: the table (dicts); the first row's float columns are the accuracies.
+
+    Returns:
+        ``{column: '{:.1f}'}`` for each of them (``markdown_table``'s ``formats``).
+    """
+    return {k: '{:.1f}' for k, v in rows[0].items() if isinstance(v, float)}
+
+
+def run_digits(epochs: int = 100, vit_patch: int = 8, seed: int = 0,
+               out: str = 'work_dirs/reproduce_digits/reproduce_digits', save_dir: str = 'work_dirs/reproduce_digits',
+               flexi_only: bool = False, threads: Optional[int] = 1) -> str:
+    """Train the ViT at ``vit_patch`` and the FlexiViT, evaluate both at every patch size, save the models.
+
+    Prints the table; writes ``OUT.md`` (with its provenance), ``OUT.csv`` and ``OUT.png`` (paths as given,
+    relative to the working directory), and under ``save_dir`` the trained models as config + checkpoint
+    pairs (``flexivit.py/.pth``, ``vit_p<P>.py/.pth``) with the test images as PNGs.
+
+    Args:
+        epochs: training epochs of each model.
+        vit_patch: the plain ViT's training patch size.
+        seed: data split, initialisation, batch order, augmentation and patch draws.
+        out: OUT, without the extension.
+        save_dir: where the trained models and the test PNGs go.
+        flexi_only: train only the FlexiViT (the same one as the full run): print its column and save it,
+            leave OUT alone.
+        threads: torch's intra-op threads (1: the published numbers; another count sums in another order,
+            other bits); None leaves torch's setting.
+
+    Returns:
+        The Markdown printed (description and table).
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    tr, te = load_digits_48(seed)
+
+    models = {}
+    if not flexi_only:
+        vit = train(Net(vit_patch, IMG // vit_patch, vit_patch), tr, epochs, lambda s: vit_patch, seed,
+                    f'ViT/{vit_patch}')
+        vit_bilinear = Net(vit_patch, IMG // vit_patch, vit_patch, kernel_resize='bilinear').eval()
+        vit_bilinear.load_state_dict(vit.state_dict())
+        models.update({f'ViT/{vit_patch} + PI-resize': vit, f'ViT/{vit_patch} + bilinear': vit_bilinear})
+    torch.manual_seed(seed)
+    flexi = train(flexi_net(8), tr, epochs, random_patch_fn(seed), seed, 'FlexiViT')
+    models['FlexiViT'] = flexi
+
+    rows = [{'patch': p, 'tokens': (IMG // p) ** 2, **{k: accuracy(m, te, p) for k, m in models.items()}}
+            for p in PATCHES]
+    keys = list(rows[0])
+    about = (f'sklearn digits upsampled to {IMG}x{IMG}, {len(tr[1])} train / {len(te[1])} test images, '
+             f'{epochs} epochs, 4-layer ViT (64 dims); test top-1 (%)')
+    text = about + '\n\n' + markdown_table(rows, keys, float_formats(rows))
+    print(text)
+    os.makedirs(save_dir, exist_ok=True)
+    save_test_images(te, save_dir)
+    save_model(flexi, save_dir, 'flexivit', 8)
+    if not flexi_only:
+        save_model(vit, save_dir, f'vit_p{vit_patch}', vit_patch)
+    print(f'saved the trained model(s) as config + checkpoint and the test images under {save_dir}')
+    if flexi_only:
+        return text
+    write_table(out, rows, keys, float_formats(rows), text_before=about)
+
+    def draw(fig, axes):
+        ax = axes[0][0]
+        for k, style in zip(keys[2:], ('o-', 's--', '^-')):
+            ax.plot([r['patch'] for r in rows], [r[k] for r in rows], style, label=k)
+        ax.axvline(vit_patch, color='grey', lw=0.8, ls=':')
+        patch_axis(ax, PATCHES, 'patch size at evaluation (48x48 input)')
+        ax.set_ylabel('test top-1 (%)')
+        ax.set_title('One model for all patch sizes (digits)')
+        ax.grid(alpha=0.3)
+        ax.legend()
+    save_figure(draw, out + '.png', size=(6, 4), dpi=120)
+    print(f'wrote {out}.md, .csv, .png')
+    return text

@@ -21,9 +21,10 @@ The LiT checkpoint is trained first if it is missing; a run whose final checkpoi
 only evaluated.
 
     python tools/reproduce_openvocab.py [--experiments composite colour] [--seeds 0 1]
-                                        [--patch 12 16 24] [--out docs/openvocab]
+                                        [--patch 12 16 24] [--out OUT | --docs]
 
-Prints a Markdown table and writes OUT.md, OUT.csv and OUT.png (AP x 100; mean over seeds, min-max).
+:func:`run_openvocab` prints a Markdown table and writes OUT.md (headed by its provenance), OUT.csv and
+OUT.png (AP x 100; mean over seeds, min-max).
 """
 import contextlib
 import copy
@@ -32,11 +33,12 @@ import os
 import os.path as osp
 import subprocess
 import sys
+from typing import Sequence
 
 import numpy as np
 from mmengine.config import Config
 
-from ..reporting import save_figure, write_csv
+from ..reporting import save_figure, write_csv, write_markdown
 
 EXPERIMENTS = {'composite': 'configs/det/tiny_owl_openvocab.py', 'colour': 'configs/det/tiny_owl_openvocab_colour.py'}
 RUNS = ('lit', 'scratch', 'lit_all')
@@ -45,20 +47,35 @@ LIT_CONFIG = 'configs/retrieval/tiny_lit_flexi.py'
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repository (configs/, tools/)
 
 
+class StepFailed(RuntimeError):
+    """A training run of the study (a subprocess) failed; the message holds the end of its log."""
+
+
 def sh(args, log):
-    """Run a tool of this repo (python TOOL ...), its output in ``log``; fail with the log's tail."""
+    """Run a tool of this repo (python TOOL ...), its output in ``log``.
+
+    Args:
+        args: the tool and its arguments (``['tools/train.py', CONFIG, ...]``), run from the repository root.
+        log: the file that receives its stdout and stderr.
+
+    Raises:
+        StepFailed: the tool exited non-zero; the message names the command, its exit status and the
+            end of its log.
+    """
     with open(log, 'w') as f:
         rc = subprocess.call([sys.executable] + args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
     if rc:
-        tail = open(log).read()[-3000:]
-        raise SystemExit(f'{" ".join(args)} failed (exit {rc}); end of {log}:\n{tail}')
+        with open(log) as f:
+            tail = f.read()[-3000:]
+        raise StepFailed(f'{" ".join(args)} failed (exit {rc}); end of {log}:\n{tail}')
 
 
 def ensure_data(cfg):
     """The toy data of the detector and of the LiT, generated where missing (kinds found by root)."""
     from flexitransfer.datasets.toy import TOY_DATASETS, ensure_toy
     kind_of = {t.root: k for k, t in TOY_DATASETS.items()}
-    for root in (cfg.train_dataloader.dataset.data_root, Config.fromfile(osp.join(ROOT, LIT_CONFIG)).data_root):
+    lit_root = Config.fromfile(osp.join(ROOT, LIT_CONFIG)).data_root
+    for root in (cfg.train_dataloader.dataset.data_root, lit_root):
         ensure_toy(kind_of[root], base=ROOT)
 
 
@@ -121,9 +138,11 @@ def evaluate(cfg, ckpt: str, patches, seed: int):
         every = detect_dataset(model, loader, classes, name_to_cat)
         alone = detect_dataset(model, loader, tuple(cfg.held_out), name_to_cat)
         held_all, seen_all = box_ap(gt, every, held), box_ap(gt, every, seen)
-        out[p] = dict(ap=held_all['AP'] * 100, ap50=held_all['AP50'] * 100, alone=box_ap(gt, alone, held)['AP'] * 100,
+        out[p] = dict(ap=held_all['AP'] * 100, ap50=held_all['AP50'] * 100,
+                      alone=box_ap(gt, alone, held)['AP'] * 100,
                       chance=box_ap(gt, shuffle_scores(alone, seed), held)['AP'] * 100,
-                      recall=box_recall(gt, alone, held) * 100, seen=seen_all['AP'] * 100, seen50=seen_all['AP50'] * 100)
+                      recall=box_recall(gt, alone, held) * 100, seen=seen_all['AP'] * 100,
+                      seen50=seen_all['AP50'] * 100)
     return out
 
 
@@ -163,33 +182,55 @@ def fmt(vals):
     return f'{vals.mean():.1f}' if len(vals) == 1 else f'{vals.mean():.1f} ({vals.min():.1f}-{vals.max():.1f})'
 
 
-def run_openvocab(a):
-    """Train (or reuse) every (experiment, run, seed), evaluate at ``a.patch``, write OUT.md / .csv / .png.
-    ``a``: the tool's namespace (experiments, runs, seeds, patch, work_dir, out)."""
+def run_openvocab(experiments: Sequence[str] = tuple(EXPERIMENTS), runs: Sequence[str] = RUNS,
+                  seeds: Sequence[int] = (0, 1), patch: Sequence[int] = (12, 16, 24),
+                  work_dir: str = 'work_dirs/openvocab', out: str = 'work_dirs/openvocab/openvocab') -> str:
+    """Train (or reuse) every (experiment, run, seed), evaluate at ``patch``, write OUT.md / .csv / .png.
 
+    Args:
+        experiments: names in ``EXPERIMENTS`` (``composite``, ``colour``).
+        runs: names in ``RUNS`` (``lit``, ``scratch``, ``lit_all``).
+        seeds: training seeds of every run (the table shows their mean and min-max).
+        patch: evaluation patch sizes.
+        work_dir: the runs' work directories go under it (relative to the repository root).
+        out: OUT, without the extension (relative to the repository root).
+
+    Returns:
+        The Markdown printed (table and notes; OUT.md holds it under its provenance line).
+
+    Raises:
+        ValueError: an unknown experiment or run name.
+        StepFailed: a training subprocess failed.
+    """
+    for name, given, known in (('experiment', experiments, EXPERIMENTS), ('run', runs, RUNS)):
+        bad = [g for g in given if g not in known]
+        if bad:
+            raise ValueError(f'unknown {name}(s) {bad}: choose from {list(known)}')
+    experiments, runs, seeds, patch = list(experiments), list(runs), list(seeds), list(patch)
     results = {}  # (experiment, run) -> {patch: {metric: [per seed]}}
     lit_auc = {}
-    for exp in a.experiments:
+    for exp in experiments:
         cfg = Config.fromfile(osp.join(ROOT, EXPERIMENTS[exp]))
         ensure_data(cfg)
-        lit_auc[exp] = lit_image_auc(cfg, ensure_lit(cfg), a.patch)
+        lit_auc[exp] = lit_image_auc(cfg, ensure_lit(cfg), patch)
         print(f'[{exp}] the LiT init at image level, "{", ".join(cfg.held_out)}" present or not, zero-shot AUC: '
               + ', '.join(f'p{p} {v:.3f}' for p, v in lit_auc[exp].items()), flush=True)
-        for run in a.runs:
-            for seed in a.seeds:
-                wd = osp.join(a.work_dir, exp, f'{run}_seed{seed}')
+        for run in runs:
+            for seed in seeds:
+                wd = osp.join(work_dir, exp, f'{run}_seed{seed}')
                 print(f'[{exp}] {run} seed {seed}: training ({wd})', flush=True)
                 rcfg = run_cfg(cfg, run, seed)
                 ckpt = train(rcfg, wd)
-                res = evaluate(rcfg, ckpt, a.patch, seed)
+                res = evaluate(rcfg, ckpt, patch, seed)
                 for p, m in res.items():
                     for k, v in m.items():
                         results.setdefault((exp, run), {}).setdefault(p, {}).setdefault(k, []).append(v)
-                print('  ' + '  '.join(f'p{p}: held-out AP {m["ap"]:.1f} / AP50 {m["ap50"]:.1f} (alone {m["alone"]:.1f}, '
-                                       f'chance {m["chance"]:.1f}, boxes found {m["recall"]:.0f}%), seen AP {m["seen"]:.1f}'
+                print('  ' + '  '.join(f'p{p}: held-out AP {m["ap"]:.1f} / AP50 {m["ap50"]:.1f} '
+                                       f'(alone {m["alone"]:.1f}, chance {m["chance"]:.1f}, boxes found '
+                                       f'{m["recall"]:.0f}%), seen AP {m["seen"]:.1f}'
                                        for p, m in res.items()), flush=True)
 
-    held = {exp: ', '.join(Config.fromfile(osp.join(ROOT, EXPERIMENTS[exp])).held_out) for exp in a.experiments}
+    held = {exp: ', '.join(Config.fromfile(osp.join(ROOT, EXPERIMENTS[exp])).held_out) for exp in experiments}
     head = ('| experiment (held out) | run | patch | held-out AP | held-out AP50 | chance AP (same boxes, permuted '
             'scores) | held-out boxes found (IoU>=0.5, any score) | seen classes AP | seen AP50 |')
     lines = [head, '|' + '---|' * 9]
@@ -201,21 +242,21 @@ def run_openvocab(a):
             rows.append([exp, held[exp], run, p] + [f'{np.mean(m[k]):.2f}' for k in KEYS])
             diff = max(diff, float(np.max(np.abs(np.subtract(m['ap'], m['alone'])))))
     probe = [f'{exp}: LiT image-level zero-shot AUC of "{held[exp]}" on the validation images: '
-             + ', '.join(f'p{p} {v:.3f}' for p, v in lit_auc[exp].items()) for exp in a.experiments]
-    note = (f'COCO box AP x 100 on the validation set, all classes queried; mean over seeds {a.seeds} (min-max). '
+             + ', '.join(f'p{p} {v:.3f}' for p, v in lit_auc[exp].items()) for exp in experiments]
+    note = (f'COCO box AP x 100 on the validation set, all classes queried; mean over seeds {seeds} (min-max). '
             f'lit: LiT init, class held out; scratch: no LiT, class held out (same recipe otherwise); lit_all: LiT '
             f'init, class trained (upper bound). Held-out AP with its query alone: at most {diff:.4f} from the '
             f'all-queried AP over every run and patch (scores are per-query sigmoids: only the top-100 cut differs).')
     table = '\n'.join(lines)
     note = note + '\n\n' + '\n'.join(f'- {x}' for x in probe)
     print('\n' + table + '\n\n' + note)
-    write_csv(osp.join(ROOT, a.out + '.csv'), rows, ['experiment', 'held_out', 'run', 'patch', 'ap', 'ap50', 'ap_alone',
-                                                     'ap_chance', 'box_recall', 'seen_ap', 'seen_ap50'])  # KEYS' order
-    with open(osp.join(ROOT, a.out + '.md'), 'w') as f:
-        f.write(table + '\n\n' + note + '\n')
-    plot(results, a.experiments, held, a.out)
-    print(f'wrote {a.out}.md, .csv, .png')
-
+    write_csv(osp.join(ROOT, out + '.csv'), rows, ['experiment', 'held_out', 'run', 'patch', 'ap', 'ap50',
+                                                   'ap_alone', 'ap_chance', 'box_recall', 'seen_ap',
+                                                   'seen_ap50'])  # KEYS' order
+    write_markdown(osp.join(ROOT, out + '.md'), table + '\n\n' + note)
+    plot(results, experiments, held, out)
+    print(f'wrote {out}.md, .csv, .png')
+    return table + '\n\n' + note
 
 
 def plot(results, experiments, held, out):
