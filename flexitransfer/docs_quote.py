@@ -150,6 +150,25 @@ def quoted_sources(text: str) -> List[str]:
     return [json.loads(m.group(2))['csv'] for m in BLOCK.finditer(text)]
 
 
+def results_index(root: str) -> str:
+    """``docs/results/README.md``: one row per results page, with the command and date of its provenance line."""
+    import glob
+    base = osp.join(root, 'docs', 'results')
+    rows = []
+    for md in sorted(glob.glob(osp.join(base, '**', '*.md'), recursive=True)):
+        name = osp.relpath(md, base)
+        if name == 'README.md':
+            continue
+        first = open(md).readline()
+        cmd = re.search(r'Command: (`[^`]+`)', first)
+        date = re.search(r'date: ([0-9-]+)', first)
+        rows.append([f'[{name}]({name})', cmd.group(1) if cmd else '', date.group(1) if date else ''])
+    return ('# Results\n\nEvery table, CSV and figure the README and the docs quote. Each page starts with the command, '
+            'commit, CPU, thread count and date that produced it; a CSV or PNG belongs to the page of the same '
+            'name (or its folder\'s README.md). This index is written by `python tools/update_docs.py`.\n\n'
+            + _table(['page', 'command', 'date'], rows))
+
+
 def strip_quotes(text: str) -> str:
     """``text`` without its quote blocks (what remains was written by hand)."""
     return BLOCK.sub('', text)

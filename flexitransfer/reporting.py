@@ -26,15 +26,18 @@ def _git(*args: str) -> str:
         return ''
 
 
-def _cpu_model() -> str:
+def cpu_name() -> str:
+    """The CPU model and its widest vector ISA, e.g. 'AMD EPYC (AVX-512)': results differ by ISA (other kernels)."""
+    model, flags = platform.processor() or platform.machine() or 'unknown', ''
     try:
         with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
+            lines = f.read().splitlines()
+        model = next((ln.split(':', 1)[1].strip() for ln in lines if ln.startswith('model name')), model)
+        flags = next((ln for ln in lines if ln.startswith('flags')), '') + ' '
     except OSError:
-        pass
-    return platform.processor() or platform.machine() or 'unknown'
+        return model
+    isa = 'AVX-512' if ' avx512f ' in flags else 'AVX2' if ' avx2 ' in flags else 'no AVX2'
+    return f'{model} ({isa})'
 
 
 def _command() -> str:
@@ -64,7 +67,7 @@ def provenance(command: Optional[str] = None) -> str:
     if commit != 'unknown' and _git('status', '--porcelain'):
         commit += ' (+ uncommitted changes)'
     parts = [f'Command: `{command if command is not None else _command()}`', f'commit {commit}',
-             f'CPU: {_cpu_model()}', f'threads: {torch.get_num_threads()}']
+             f'CPU: {cpu_name()}', f'threads: {torch.get_num_threads()}']
     if torch.cuda.is_available():
         parts.append(f'GPU: {torch.cuda.get_device_name()}')
     parts.append(f'date: {datetime.datetime.now(datetime.timezone.utc).date().isoformat()}')

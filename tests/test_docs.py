@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from flexitransfer.docs_quote import BLOCK, quoted_sources, render_page, strip_quotes
+from flexitransfer.docs_quote import BLOCK, quoted_sources, render_page, results_index, strip_quotes
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PAGES = [osp.join(ROOT, 'README.md')] + sorted(glob.glob(osp.join(ROOT, 'docs', '**', '*.md'), recursive=True))
@@ -125,7 +125,7 @@ def test_link_check_can_fail():
 
 
 def test_results_say_where_they_came_from():
-    mds = glob.glob(osp.join(RESULTS, '**', '*.md'), recursive=True)
+    mds = [m for m in glob.glob(osp.join(RESULTS, '**', '*.md'), recursive=True) if m != osp.join(RESULTS, 'README.md')]
     assert mds
     for md in mds:
         first = open(md).readline()
@@ -133,6 +133,11 @@ def test_results_say_where_they_came_from():
     stems = {osp.splitext(m)[0] for m in mds}
     for f in glob.glob(osp.join(RESULTS, '**', '*.*'), recursive=True):
         stem, folder = osp.splitext(f)[0], osp.dirname(f)
-        covered = (stem in stems or osp.join(folder, 'README') in stems
+        covered = (stem in stems or osp.join(folder, 'README') in stems or f == osp.join(RESULTS, 'README.md')
                    or any(stem.startswith(s + '_') for s in stems))
         assert covered, f'{rel(f)} has no results page (a .md of the same name, or the folder README.md)'
+
+
+def test_results_index_is_current():
+    with open(osp.join(RESULTS, 'README.md')) as f:
+        assert f.read() == results_index(ROOT), 'docs/results/README.md is stale: run python tools/update_docs.py'

@@ -15,7 +15,6 @@ import csv
 import json
 import os
 import os.path as osp
-import platform
 import subprocess
 import sys
 import time
@@ -39,17 +38,6 @@ COLS = ['task', 'patch', 'metric', 'value', 'machine', 'threads', 'seconds']
 def run(*args):
     print('+', ' '.join(args), flush=True)
     subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
-
-
-def machine() -> str:
-    """CPU model and widest vector ISA, e.g. 'AMD EPYC (AVX-512)'."""
-    model, flags = platform.processor() or platform.machine(), ''
-    if osp.exists('/proc/cpuinfo'):
-        info = open('/proc/cpuinfo').read()
-        model = next((ln.split(':', 1)[1].strip() for ln in info.splitlines() if ln.startswith('model name')), model)
-        flags = next((ln for ln in info.splitlines() if ln.startswith('flags')), '')
-    isa = 'AVX-512' if ' avx512f' in flags else 'AVX2' if ' avx2' in flags else 'no AVX2'
-    return f'{model} ({isa})'
 
 
 def column(row: dict, metric: str):
@@ -102,9 +90,9 @@ def main():
     a = ap.parse_args()
     import torch
 
-    from flexitransfer.reporting import write_table
+    from flexitransfer.reporting import cpu_name, write_table
     out = 'docs/results/quickstart' if a.docs else a.out
-    threads, tag = torch.get_num_threads(), machine()
+    threads, tag = torch.get_num_threads(), cpu_name()
     rows = []
     for name in a.tasks:
         rows += digits_rows(threads, tag) if name == 'digits' else task_rows(name, a.retrain, threads, tag, out)

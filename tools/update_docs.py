@@ -3,7 +3,7 @@
     python tools/update_docs.py [--check]
 
 Every ``<!-- quote {...} -->`` block is rewritten from its results CSV (``flexitransfer/docs_quote.py``
-says how a block is written). ``--check`` changes nothing and exits 1 when a page differs from its
+says how a block is written), and the index of the results (``docs/results/README.md``) from their pages. ``--check`` changes nothing and exits 1 when a page differs from its
 rendering (what ``tests/test_docs.py`` checks).
 """
 import argparse
@@ -12,7 +12,7 @@ import os.path as osp
 
 import _bootstrap  # noqa: F401
 
-from flexitransfer.docs_quote import render_page
+from flexitransfer.docs_quote import render_page, results_index
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -33,6 +33,12 @@ def main():
             stale.append(osp.relpath(path, ROOT))
             if not a.check:
                 open(path, 'w').write(new)
+    index = osp.join(ROOT, 'docs', 'results', 'README.md')
+    text = open(index).read() if osp.exists(index) else ''
+    if results_index(ROOT) != text:
+        stale.append(osp.relpath(index, ROOT))
+        if not a.check:
+            open(index, 'w').write(results_index(ROOT))
     verb = 'differ from their results' if a.check else 'updated'
     print(f'{len(stale)} page(s) {verb}' + (': ' + ', '.join(stale) if stale else ''))
     raise SystemExit(1 if a.check and stale else 0)
