@@ -5,10 +5,10 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT
 from mmengine.config import Config
 
 import flexitransfer.models.backbones.flexivit as fv
-from conftest import ROOT
 
 
 @pytest.fixture(scope='module')
@@ -39,7 +39,7 @@ def test_resize_deploy_equals_flexible_and_exports_timm(tmp_path, tiny_seg_ckpt,
 def test_deployed_backbone_does_no_resize_work(monkeypatch):
     import flexitransfer.ops.resize as rz
     model = fv.FlexiViT(arch=dict(embed_dims=32, num_layers=1, num_heads=2)).eval()
-    baked = model.baked(12, (96, 120))
+    baked = model.bake(12, (96, 120))
     calls = []
     real = rz._on
     monkeypatch.setattr(rz, '_on', lambda *a, **k: calls.append(a[1]) or real(*a, **k))
@@ -48,6 +48,43 @@ def test_deployed_backbone_does_no_resize_work(monkeypatch):
     assert calls == []
     model.train()(x, 12)  # the flexible model under autograd does fetch them (test can fail)
     assert len(calls) == 2
+
+
+@pytest.fixture(scope='module')
+def random_seg_ckpt(tmp_path_factory):
+    """The tiny Segmenter with seeded random weights (no training: these tests check the workflow, not a model)."""
+    from conftest import randomize
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/seg/tiny_seg_flexi.py'))
+    init_default_scope(cfg.default_scope)
+    path = str(tmp_path_factory.mktemp('deploy_seg') / 'seg.pth')
+    torch.save({'state_dict': randomize(MODELS.build(cfg.model), 3).state_dict(), 'meta': {}}, path)
+    return path
+
+
+def test_bake_checkpoint_returns_what_it_wrote_and_raises_on_a_failed_check(tmp_path, random_seg_ckpt):
+    from flexitransfer.deploy import BakeResult, VerificationError, bake_checkpoint
+    config = osp.join(ROOT, 'configs/seg/tiny_seg_flexi.py')
+    res = bake_checkpoint(config, random_seg_ckpt, 12, out_dir=str(tmp_path), runs=1)
+    assert isinstance(res, BakeResult) and res.config == str(tmp_path / 'tiny_seg_flexi_p12.py')
+    assert res.max_abs_diff < 1e-4 and res.backbone_max_abs_diff < 1e-4 and res.speed_ratio > 0
+    assert res.onnx is None and res.timm_checkpoint is None and res.metrics is None
+    meta = torch.load(res.checkpoint)['meta']
+    assert meta['baked_patch'] == 12 and 'deployed_patch' not in meta and meta['img_size'] == [120, 120]
+    with pytest.raises(VerificationError, match=r'^verification failed: max abs diff \S+ > tol -1') as e:
+        bake_checkpoint(config, random_seg_ckpt, [12], out_dir=str(tmp_path / 'strict'), tol=-1, runs=1)
+    assert osp.isfile(e.value.result.checkpoint)  # written and measured before the verdict
+    with pytest.raises(ValueError, match='cannot tell the deployment image size'):
+        bake_checkpoint(config, random_seg_ckpt, 12, cfg_options={'model.data_preprocessor.size': None})
+
+
+def test_old_names_fail_naming_the_new_ones():
+    import flexitransfer.deploy as deploy
+    with pytest.raises(AttributeError, match=r'FlexiViT.baked was renamed: use FlexiViT.bake\(patch_size, img_size\)'):
+        fv.FlexiViT(arch=dict(embed_dims=32, num_layers=1, num_heads=2)).baked(12, 96)
+    with pytest.raises(TypeError, match='deploy.evaluate was renamed: use flexitransfer.deploy.evaluate_onnx'):
+        deploy.evaluate('config.py', 'model.pth')
+    assert not hasattr(deploy, 'build_runner')
 
 
 def test_benchmark_table_csv_plot_and_budget(tmp_path, tiny_seg_ckpt, seg_toy_data):

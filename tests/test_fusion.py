@@ -23,7 +23,7 @@ def small_vit(seed=0, **kw):
 @pytest.mark.parametrize('exporter', ['torchscript', 'dynamo'])
 def test_export_fuses_attention_layernorm_gelu_per_block(tmp_path, exporter):
     model = small_vit()
-    baked = model.baked(8, 64).eval()
+    baked = model.bake(8, 64).eval()
     path = str(tmp_path / 'vit.onnx')
     meta = export_onnx(baked, 64, path, target='backbone', exporter=exporter, meta=dict(patch_size=[8, 8]))
     counts = op_counts(path)
@@ -41,7 +41,7 @@ def test_export_fuses_attention_layernorm_gelu_per_block(tmp_path, exporter):
 
 def test_multi_head_attention_form_and_int8_quantises_attention(tmp_path):
     model = small_vit(seed=1)
-    baked = model.baked(16, 64).eval()
+    baked = model.bake(16, 64).eval()
     mha = str(tmp_path / 'mha.onnx')
     export_onnx(baked, 64, mha, target='backbone', exporter='torchscript', attention_op='MultiHeadAttention')
     assert op_counts(mha).get('MultiHeadAttention') == BLOCKS and op_counts(mha).get('Softmax', 0) == 0

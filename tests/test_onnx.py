@@ -9,14 +9,22 @@ import onnx
 import pytest
 import torch
 import torch.nn as nn
+from conftest import ROOT, randomize
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.structures import BaseDataElement
 
 import flexitransfer.deploy.dtypes as dtypes
-from conftest import ROOT, randomize
-from flexitransfer.deploy import (bake_model, check_autocast, check_onnx, export_onnx, install_onnx, max_abs_diff,
-                                  quantize_int8, read_meta)
+from flexitransfer.deploy import (
+    bake_model,
+    check_autocast,
+    check_onnx,
+    export_onnx,
+    install_onnx,
+    max_abs_diff,
+    quantize_int8,
+    read_meta,
+)
 from flexitransfer.deploy.export import export_module, flatten, unflatten
 from flexitransfer.engine import flexi_modules, set_patch_size
 
@@ -87,16 +95,16 @@ def test_onnx_equals_pytorch_and_predicts_the_same(tmp_path, task, patch, export
     x = xs[0]
     if task == 'seg':
         from mmseg.structures import SegDataSample
-        samples = lambda: [SegDataSample(metainfo=dict(img_shape=(img, img), ori_shape=(img, img),  # noqa: E731
+        samples = lambda: [SegDataSample(metainfo=dict(img_shape=(img, img), ori_shape=(img, img),
                                                        pad_shape=(img, img))) for _ in range(len(x))]
-        key = lambda s: s.seg_logits.data  # noqa: E731
+        key = lambda s: s.seg_logits.data
     elif task == 'cls':
-        samples = lambda: None  # noqa: E731
-        key = lambda s: s.pred_score  # noqa: E731
+        samples = lambda: None
+        key = lambda s: s.pred_score
     else:
         captions = [['a red circle', 'a blue square above a green circle'], ['a yellow star'], ['nothing']]
-        samples = lambda: [BaseDataElement(captions=c) for c in captions]  # noqa: E731
-        key = lambda s: torch.cat([s.img_emb[None], s.txt_embs])  # noqa: E731
+        samples = lambda: [BaseDataElement(captions=c) for c in captions]
+        key = lambda s: torch.cat([s.img_emb[None], s.txt_embs])
     with torch.no_grad():
         ref = [key(s) for s in flexible(x, samples(), mode='predict')]
         install_onnx(flexible, path)
@@ -212,7 +220,8 @@ def test_benchmark_runtimes_and_budget_pick(tmp_path, random_seg_ckpt, seg_toy_d
                                       exporter='torchscript')
     benchmark_tool.write_outputs(rows, out, budget=100000)
     rows = list(csv.DictReader(open(out + '.csv')))
-    assert [(r['runtime'], r['patch'], r['tokens']) for r in rows] == [('torch', '24', '25'), ('onnxruntime', '24', '25')]
+    assert [(r['runtime'], r['patch'], r['tokens']) for r in rows] == [('torch', '24', '25'),
+                                                                       ('onnxruntime', '24', '25')]
     t, o = rows  # same model, same data, same metric code
     assert abs(float(t['value']) - float(o['value'])) < 0.05 and t['gflops'] == o['gflops']
     assert t['device'] == 'cpu' and o['device'] == 'cpu (onnxruntime)'

@@ -35,7 +35,7 @@ def main():
     ratios = []
     with torch.no_grad():
         for ps in a.patch:
-            baked = model.baked(ps, a.img).eval()
+            baked = model.bake(ps, a.img).eval()
             mf, mb = interleaved_median_ms(lambda t: model(t, ps), baked, x, a.runs, a.warmup, sync)
             ratios.append(mf / mb)
             print(f'| {ps} | {(a.img // ps) ** 2} | {mf:.2f} | {mb:.2f} | {mf / mb:.3f} |', flush=True)

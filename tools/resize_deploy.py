@@ -24,15 +24,19 @@ transformer fusions (one Attention node per block, skip-LayerNorm, bias-GELU; co
 int8 is per-channel with reduced-range weights (no u8s8 saturation on AVX2 without VNNI), its
 attention quantised (QAttention), LayerNorm and softmax in float. ``--compile`` also checks
 torch.compile of the deployed model (max abs diff and speed-up vs eager, printed).
-"""
-import argparse
 
+The workflow is ``flexitransfer.deploy.bake_checkpoint`` (same arguments, from Python; it returns
+what it wrote and measured).
+"""
 import _bootstrap  # noqa: F401
+
+import argparse
+import sys
+
 from mmengine.config import DictAction
 
-from flexitransfer.deploy import EXPORT_TARGETS, EXPORTERS
-from flexitransfer.deploy.workflow import deploy_at_patch
 from flexitransfer.apis import load_config
+from flexitransfer.deploy import EXPORT_TARGETS, EXPORTERS, VerificationError, bake_checkpoint
 from flexitransfer.engine.validate import check_patch_fits
 
 
@@ -57,9 +61,14 @@ def main():
     p.add_argument('--runs', type=int, default=30)
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings (e.g. data_root)')
     a = p.parse_args()
-    check_patch_fits(load_config(a.config, a.cfg_options), [a.patch[0] if len(a.patch) == 1 else tuple(a.patch[:2])],
-                     a.config, img_size=a.img_size)
-    deploy_at_patch(a)
+    patch = a.patch[0] if len(a.patch) == 1 else tuple(a.patch[:2])
+    check_patch_fits(load_config(a.config, a.cfg_options), [patch], a.config, img_size=a.img_size)
+    try:
+        bake_checkpoint(a.config, a.checkpoint, patch, img_size=a.img_size, out_dir=a.out, export_timm=a.export_timm,
+                        onnx=a.onnx, onnx_target=a.onnx_target, exporter=a.exporter, int8=a.int8, compile=a.compile,
+                        tol=a.tol, runs=a.runs, cfg_options=a.cfg_options)
+    except VerificationError as e:  # measured and printed above: the verdict is one line, not a traceback
+        sys.exit(f'resize_deploy.py: error: {e}')
 
 
 if __name__ == '__main__':

@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 
 import torch.nn as nn
 
-from ..engine.patch_size import flexi_modules, walk_backbone_cfgs  # noqa: F401  (re-exported)
+from ..engine.patch_size import flexi_modules, walk_backbone_cfgs
 from ..models.backbones.flexivit import check_patch_size
 from ..ops import to_2tuple
 
@@ -26,13 +26,26 @@ def _replace(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
 
 
 def bake_model(model: nn.Module, patch_size, img_size) -> nn.Module:
-    """A copy of ``model`` with every (unlocked) FlexiViT baked at ``patch_size`` for ``img_size``."""
+    """A copy of ``model`` with every (unlocked) FlexiViT baked at ``patch_size`` for ``img_size``
+    (:meth:`FlexiViT.bake <flexitransfer.models.backbones.flexivit.FlexiViT.bake>`).
+
+    Args:
+        model (nn.Module): a task model (or a FlexiViT), at ``patch_size``.
+        patch_size (int | tuple[int, int]): the patch to bake in.
+        img_size (int | tuple[int, int]): the deployment input size (H, W), a multiple of the patch.
+
+    Returns:
+        nn.Module: the baked copy (``model`` is unchanged).
+
+    Raises:
+        ValueError: ``model`` holds no FlexiViT, or the patch does not divide the image size.
+    """
     model = copy.deepcopy(model)
     mods = flexi_modules(model)
     if not mods:
         raise ValueError(f'{type(model).__name__} has no FlexiViT to deploy')
     for m in mods:
-        baked = m.baked(patch_size, img_size)
+        baked = m.bake(patch_size, img_size)
         if m is model:
             return baked
         _replace(model, m, baked)
@@ -40,7 +53,15 @@ def bake_model(model: nn.Module, patch_size, img_size) -> nn.Module:
 
 
 def infer_img_size(cfg) -> Optional[Tuple[int, int]]:
-    """The input size a config's model sees at test time (sliding window or fixed size)."""
+    """The input size a config's model sees at test time (sliding window or fixed size).
+
+    Args:
+        cfg (mmengine.Config): the model's config.
+
+    Returns:
+        tuple[int, int] | None: (H, W): the sliding window's crop, the config's ``img_size`` /
+        ``input_size``, or the data preprocessor's fixed ``size``; None when the config names none.
+    """
     model = cfg.get('model', {})
     tc = model.get('test_cfg') or {}
     if tc.get('mode') == 'slide' and tc.get('crop_size'):
@@ -55,7 +76,21 @@ def infer_img_size(cfg) -> Optional[Tuple[int, int]]:
 
 
 def deploy_config(cfg, patch_size, img_size, checkpoint: str):
-    """The config of the deployed model: FlexiViT stored at the target patch/grid, tested at it."""
+    """The config of the deployed model: FlexiViT stored at the target patch/grid, tested at it.
+
+    Args:
+        cfg (mmengine.Config): the trained model's config (not changed).
+        patch_size (int | tuple[int, int]): the baked patch.
+        img_size (int | tuple[int, int]): the deployment input size (H, W).
+        checkpoint (str): the baked checkpoint (the config's ``load_from``).
+
+    Returns:
+        mmengine.Config: the deployed config: every FlexiViT at the patch and grid (no pretrained
+        loading), no random patch-size hook, validation and test at that patch.
+
+    Raises:
+        ValueError: the config has no FlexiViT, or the patch does not divide the image size.
+    """
     cfg = copy.deepcopy(cfg)
     patch = to_2tuple(patch_size)
     grid = check_patch_size(to_2tuple(img_size), patch)

@@ -19,6 +19,7 @@ import torch
 
 from ..adaptive.cascade import FlexiCascade
 from ..engine.patch_size import set_patch_size
+from ..models.retrieval.lit import LiT
 from .bake import bake_model
 from .export import export_onnx
 from .session import OnnxFunction
@@ -28,12 +29,29 @@ CASCADE_JSON = 'cascade.json'
 
 def export_cascade_onnx(model: torch.nn.Module, patch_sizes: Sequence[int], thresholds: Sequence[float], img_size,
                         out_dir: str, score: str = 'maxprob', exporter: str = 'dynamo') -> str:
-    """Write ``out_dir/stage{i}_p{p}.onnx`` per stage and ``out_dir/cascade.json``; returns the JSON path."""
+    """Write ``out_dir/stage{i}_p{p}.onnx`` per stage and ``out_dir/cascade.json``; returns the JSON path.
+
+    Args:
+        model (nn.Module): a classifier, or a LiT zero-shot classifier (its class embeddings go in
+            ``out_dir/zero_shot.npz``).
+        patch_sizes (Sequence[int]): stage patch sizes, coarse to fine.
+        thresholds (Sequence[float]): one per stage but the last (see ``FlexiCascade``).
+        img_size (int | tuple[int, int]): the input size (H, W) the graphs are exported for.
+        out_dir (str): output folder (created).
+        score (str): 'maxprob' | 'margin'. Default: 'maxprob'.
+        exporter (str): 'dynamo' or 'torchscript'. Default: 'dynamo'.
+
+    Returns:
+        str: the path of ``cascade.json`` (give it, or ``out_dir``, to :class:`OnnxCascade`).
+
+    Raises:
+        ValueError: not one threshold per stage but the last.
+    """
     if len(thresholds) != len(patch_sizes) - 1:
         raise ValueError(f'{len(patch_sizes)} stages need {len(patch_sizes) - 1} thresholds, got {len(thresholds)}')
     os.makedirs(out_dir, exist_ok=True)
     h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    lit = type(model).__name__ == 'LiT'
+    lit = isinstance(model, LiT)
     graphs = []
     for i, p in enumerate(patch_sizes):
         set_patch_size(model, p)
@@ -55,7 +73,15 @@ def export_cascade_onnx(model: torch.nn.Module, patch_sizes: Sequence[int], thre
 
 
 class OnnxCascade:
-    """The cascade of :func:`export_cascade_onnx` in ONNX Runtime: ``cascade(x) -> (logits, stage)``."""
+    """The cascade of :func:`export_cascade_onnx` in ONNX Runtime: ``cascade(x) -> (logits, stage)``.
+
+    Args:
+        path (str): ``cascade.json`` or the folder holding it.
+        threads (int, optional): ONNX Runtime's intra-op threads per stage. Default: as many as torch uses.
+
+    Raises:
+        FileNotFoundError: no cascade description at ``path``.
+    """
 
     def __init__(self, path: str, threads: Optional[int] = None):
         path = osp.join(path, CASCADE_JSON) if osp.isdir(path) else path
@@ -87,7 +113,17 @@ class OnnxCascade:
 
 def check_cascade_onnx(model: torch.nn.Module, patch_sizes: Sequence[int], thresholds: Sequence[float], score: str,
                        x: torch.Tensor, out_dir: str, exporter: str = 'dynamo'):
-    """Export the cascade and run both on ``x``: (max abs diff of the logits, fraction with the same stage)."""
+    """Export the cascade and run both on ``x``: (max abs diff of the logits, fraction with the same stage).
+
+    Args:
+        model, patch_sizes, thresholds, score, exporter: as :func:`export_cascade_onnx`'s.
+        x (torch.Tensor): an input batch (its size is the export size).
+        out_dir (str): where the graphs go.
+
+    Returns:
+        tuple[float, float]: max abs diff of the logits over the images that stop at the same stage
+        in both, and the fraction of such images.
+    """
     path = export_cascade_onnx(model, patch_sizes, thresholds, tuple(x.shape[-2:]), out_dir, score, exporter)
     ref_logits, ref_stage = FlexiCascade(model, patch_sizes, thresholds, score)(x)
     logits, stage = OnnxCascade(path)(x.cpu())

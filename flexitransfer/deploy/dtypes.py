@@ -28,7 +28,14 @@ def cpu_flags() -> frozenset:
 
 
 def autocast_dtypes(device: Union[str, torch.device]) -> List[str]:
-    """Names ('bf16', 'fp16') of the autocast dtypes ``device`` computes natively, fastest-first."""
+    """Names ('bf16', 'fp16') of the autocast dtypes ``device`` computes natively, fastest-first.
+
+    Args:
+        device (str | torch.device): 'cpu', 'cuda', ...
+
+    Returns:
+        list[str]: the names (keys of ``AUTOCAST_DTYPES``); empty where none runs natively.
+    """
     device = torch.device(device)
     if device.type == 'cuda':
         out = ['bf16'] if torch.cuda.is_bf16_supported() else []
@@ -45,7 +52,18 @@ def autocast_dtypes(device: Union[str, torch.device]) -> List[str]:
 
 
 def check_autocast(dtype: str, device: Union[str, torch.device]) -> torch.dtype:
-    """The torch dtype for ``dtype`` if ``device`` runs it natively, else a clear error."""
+    """The torch dtype for ``dtype`` if ``device`` runs it natively, else a clear error.
+
+    Args:
+        dtype (str): 'bf16' or 'fp16'.
+        device (str | torch.device): where the model runs.
+
+    Returns:
+        torch.dtype: ``torch.bfloat16`` or ``torch.float16``.
+
+    Raises:
+        ValueError: an unknown name, or a dtype ``device`` would only emulate.
+    """
     if dtype not in AUTOCAST_DTYPES:
         raise ValueError(f'unknown autocast dtype {dtype!r}; choose one of {sorted(AUTOCAST_DTYPES)}')
     ok = autocast_dtypes(device)

@@ -81,7 +81,18 @@ def unflatten(leaves: Sequence, spec):
 
 # ------------------------------------------------------------------ what is exported
 def export_module(model: nn.Module, target: str = 'tensor') -> nn.Module:
-    """The module whose ``forward(x)`` is exported for ``target``."""
+    """The module whose ``forward(x)`` is exported for ``target``.
+
+    Args:
+        model (nn.Module): a (baked) task model.
+        target (str): 'tensor' (``model(x, mode='tensor')``) or 'backbone' (its one unlocked FlexiViT).
+
+    Returns:
+        nn.Module: a module of the image batch alone.
+
+    Raises:
+        ValueError: an unknown target, or 'backbone' for a model without exactly one unlocked FlexiViT.
+    """
     if target not in EXPORT_TARGETS:
         raise ValueError(f'export target must be one of {EXPORT_TARGETS}, got {target!r}')
     if target == 'backbone':
@@ -140,6 +151,25 @@ def export_onnx(model: nn.Module, img_size, path: str, target: str = 'tensor', e
     block's attention one ``attention_op`` node ('Attention' or 'MultiHeadAttention'), LayerNorm,
     skip-LayerNorm and bias-GELU fused; the metadata's ``fused_ops`` counts them. ``fuse=False``:
     the plain ONNX graph (standard ops only, any runtime).
+
+    Args:
+        model (nn.Module): the (baked) task model.
+        img_size (int | tuple[int, int]): the input size (H, W) of the graph (static; the batch is dynamic).
+        path (str): the .onnx file to write.
+        target (str): 'tensor' or 'backbone' (:func:`export_module`). Default: 'tensor'.
+        exporter (str): 'dynamo' (``torch.onnx.export(dynamo=True)``) or 'torchscript'. Default: 'dynamo'.
+        opset (int, optional): the ONNX opset. Default: the exporter's (17 for 'torchscript').
+        in_channels (int): input channels. Default: 3.
+        meta (dict, optional): more metadata to store (e.g. ``patch_size``, ``config``).
+        fuse (bool): apply ONNX Runtime's transformer fusions. Default: True.
+        attention_op (str): 'Attention' or 'MultiHeadAttention'. Default: 'Attention'.
+
+    Returns:
+        dict: the graph's metadata (:func:`read_meta`): target, model class, img_size, in_channels,
+        output nesting, exporter, ``fused_ops`` counts, and ``meta``.
+
+    Raises:
+        ValueError: an unknown exporter or target.
     """
     import onnx
 
@@ -185,7 +215,17 @@ def export_onnx(model: nn.Module, img_size, path: str, target: str = 'tensor', e
 
 
 def read_meta(path: str) -> dict:
-    """The flexitransfer metadata of an exported graph (target, img_size, output nesting, patch...)."""
+    """The flexitransfer metadata of an exported graph (target, img_size, output nesting, patch...).
+
+    Args:
+        path (str): an .onnx file written by :func:`export_onnx` (or :func:`quantize_int8`).
+
+    Returns:
+        dict: key -> value (JSON values decoded).
+
+    Raises:
+        ValueError: the graph was not written by :func:`export_onnx`.
+    """
     import onnx
     m = onnx.load(path, load_external_data=False)
     out = {}
@@ -205,11 +245,23 @@ def read_meta(path: str) -> dict:
 
 # ------------------------------------------------------------------ timm
 def to_timm_vit(backbone: FlexiViT, img_size: Sequence[int]):
-    """Export a baked FlexiViT as a timm ``VisionTransformer`` (same tokens)."""
+    """Export a baked FlexiViT as a timm ``VisionTransformer`` (same tokens).
+
+    Args:
+        backbone (FlexiViT): a FlexiViT baked at ``img_size`` (:meth:`FlexiViT.bake`).
+        img_size (Sequence[int]): its input size (H, W).
+
+    Returns:
+        timm.models.vision_transformer.VisionTransformer: in eval mode, no classifier
+        (``forward_features`` gives the backbone's tokens).
+
+    Raises:
+        ValueError: the backbone is not baked at ``img_size``.
+    """
     from timm.models.vision_transformer import VisionTransformer
     patch = backbone.base_patch_size
     if tuple(backbone.base_pos_grid) != check_patch_size(to_2tuple(img_size), patch):
-        raise ValueError('bake the backbone at this image size first (FlexiViT.baked / tools/resize_deploy.py)')
+        raise ValueError('bake the backbone at this image size first (FlexiViT.bake / tools/resize_deploy.py)')
     act = type(backbone.blocks[0].mlp.act)
     t = VisionTransformer(
         img_size=tuple(to_2tuple(img_size)), patch_size=patch, embed_dim=backbone.embed_dims,

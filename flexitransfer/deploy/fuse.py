@@ -83,7 +83,14 @@ def fusable_attention(model: nn.Module) -> Iterator[int]:
 
 
 def op_counts(model_or_path) -> Dict[str, int]:
-    """Op-type counts of an ONNX graph (a path or a ModelProto)."""
+    """Op-type counts of an ONNX graph (a path or a ModelProto).
+
+    Args:
+        model_or_path (str | onnx.ModelProto): the graph.
+
+    Returns:
+        dict[str, int]: op type -> number of nodes.
+    """
     import onnx
     m = onnx.load(model_or_path) if isinstance(model_or_path, str) else model_or_path
     return dict(collections.Counter(n.op_type for n in m.graph.node))
@@ -98,7 +105,21 @@ def fuse_onnx(path: str, num_heads: int, hidden_size: int, attention_op: str = '
     shapes with ONNX Runtime's symbolic shape inference, which fails on some heads outside the
     transformer (LiT's normalised embedding); if fewer than ``blocks`` attention nodes come out, the
     fusions run again without it (pre-norm residual adds have equal shapes; ``tools/resize_deploy.py``
-    and the tests check every exported graph against PyTorch)."""
+    and the tests check every exported graph against PyTorch).
+
+    Args:
+        path (str): the .onnx file (rewritten in place).
+        num_heads (int): attention heads of the transformer.
+        hidden_size (int): its width.
+        attention_op (str): 'Attention' or 'MultiHeadAttention'. Default: 'Attention'.
+        blocks (int): attention nodes expected (0: no second try). Default: 0.
+
+    Returns:
+        dict[str, int]: op type -> number of nodes of the fused graph.
+
+    Raises:
+        ValueError: an unknown ``attention_op``.
+    """
     import onnx
     if attention_op not in ATTENTION_OPS:
         raise ValueError(f'attention_op must be one of {ATTENTION_OPS}, got {attention_op!r}')

@@ -2,8 +2,8 @@
 
 ``tools/test.py`` builds an mmengine ``Runner`` from the config and runs the multi-patch
 test loop: data pipeline, data preprocessor, the model's ``predict`` and the config's
-evaluator. :func:`build_runner` does the same and, given an ONNX file, swaps the exported
-part of the model for ONNX Runtime (:func:`install_onnx`); everything around it (pre-
+evaluator. :func:`~flexitransfer.deploy.evaluate_onnx` does the same and, given an ONNX file, swaps
+the exported part of the model for ONNX Runtime (:func:`install_onnx`); everything around it (pre-
 processing, post-processing such as resizing segmentation logits, the LiT text tower, the
 metric) stays the PyTorch code of the task.
 
@@ -29,7 +29,14 @@ _PREDICTORS: Dict[str, Callable] = {}
 def register_predictor(class_name: str):
     """Register ``fn(model, run, inputs, data_samples) -> predictions`` for a model class (by name; its
     subclasses use it too unless they register their own): how ``model.predict`` proceeds when
-    ``run(inputs)`` stands for ``model(inputs, mode='tensor')``."""
+    ``run(inputs)`` stands for ``model(inputs, mode='tensor')``.
+
+    Args:
+        class_name (str): the model class's name (e.g. 'EncoderDecoder').
+
+    Returns:
+        Callable: a decorator that registers ``fn`` and returns it unchanged.
+    """
     def deco(fn):
         _PREDICTORS[class_name] = fn
         return fn
@@ -83,7 +90,14 @@ def _lookup(model) -> Optional[Callable]:
 
 
 def has_predictor(model) -> bool:
-    """Whether a ``target='tensor'`` graph of ``model`` can be tested (else export ``target='backbone'``)."""
+    """Whether a ``target='tensor'`` graph of ``model`` can be tested (else export ``target='backbone'``).
+
+    Args:
+        model (nn.Module): a task model.
+
+    Returns:
+        bool: a predictor is registered for its class or a base class.
+    """
     return _lookup(model) is not None
 
 
@@ -102,20 +116,30 @@ def install_onnx(model: nn.Module, path: str, threads: Optional[int] = None, pro
     The FlexiViT stays in the model (patch-size bookkeeping, and its token grid is reported
     as usual), but its weights are no longer used for the exported part. The graph is
     static in patch and image size: running at another patch size raises.
+
+    Args:
+        model (nn.Module): the task model the graph was exported from (changed in place).
+        path (str): the .onnx file (:func:`export_onnx`).
+        threads (int, optional): ONNX Runtime's intra-op threads. Default: as many as torch uses.
+        providers (Sequence[str], optional): ONNX Runtime execution providers. Default: CPU.
+
+    Returns:
+        OnnxFunction: the graph's runner (also ``model.onnx_function``).
+
+    Raises:
+        ValueError: a 'backbone' graph for a model without exactly one unlocked FlexiViT; a 'tensor' graph
+            of another model class, or of a class without a predictor (:func:`register_predictor`).
     """
     fn = OnnxFunction(path, threads, providers)
     meta = fn.meta
     mods = flexi_modules(model)
     patch = to_2tuple(meta['patch_size']) if meta.get('patch_size') is not None else None
-    grid = (meta['img_size'][0] // patch[0], meta['img_size'][1] // patch[1]) if patch else None
 
     def checked(x):
         for m in mods:
             if patch is not None and tuple(m.patch_size) != patch:
                 raise ValueError(f'{path} is baked at patch {patch}, but the model was asked for patch '
                                  f'{tuple(m.patch_size)}: test it at --patch {patch[0]}, or export that patch')
-            if grid is not None:
-                m.last_grid = grid
         return fn(x)
 
     if meta['target'] == 'backbone':

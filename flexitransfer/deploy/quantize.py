@@ -30,6 +30,19 @@ def quantize_int8(src: str, dst: str, per_channel: bool = True, reduce_range: bo
     ``per_channel`` keeps one weight scale per output channel (more accurate, same speed);
     ``reduce_range`` uses 7-bit weights (no int16 saturation in the AVX2 u8 x s8 kernels of
     CPUs without VNNI; see the module doc).
+
+    Args:
+        src (str): the fp32 .onnx file (best the fused one of :func:`export_onnx`).
+        dst (str): the int8 .onnx file to write (``src``'s metadata kept, ``precision`` added).
+        per_channel (bool): one weight scale per output channel. Default: True.
+        reduce_range (bool): 7-bit weights. Default: True.
+
+    Returns:
+        dict[str, int]: op type -> number of nodes of the int8 graph.
+
+    Raises:
+        FileNotFoundError: no ``src``.
+        RuntimeError: nothing in ``src`` was quantised.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic

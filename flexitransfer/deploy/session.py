@@ -19,7 +19,20 @@ def make_session(path: str, threads: Optional[int] = None, providers=None, spin:
     one; spinning threads take the CPU from whatever runs between calls (torch in an
     interleaved benchmark: 3-4x slower torch rows were measured; the data pipeline in a test loop).
     One inter-op thread (the graph is a chain), which does not spin either. This is the one place
-    sessions are made: every runtime row, check and test loop uses these settings."""
+    sessions are made: every runtime row, check and test loop uses these settings.
+
+    Args:
+        path (str): the .onnx file.
+        threads (int, optional): intra-op threads. Default: ``torch.get_num_threads()``.
+        providers (Sequence[str], optional): execution providers. Default: CPU.
+        spin (bool): let idle threads busy-wait. Default: False.
+
+    Returns:
+        onnxruntime.InferenceSession: the session.
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
     import onnxruntime as ort
     if not os.path.isfile(path):
         raise FileNotFoundError(f'ONNX file not found: {path!r}; write one with tools/resize_deploy.py --onnx')
@@ -34,7 +47,15 @@ def make_session(path: str, threads: Optional[int] = None, providers=None, spin:
 
 
 class OnnxFunction:
-    """Callable ``fn(x) -> outputs``: an exported graph on torch tensors, outputs nested as in PyTorch."""
+    """Callable ``fn(x) -> outputs``: an exported graph on torch tensors, outputs nested as in PyTorch.
+
+    Args:
+        path (str): an .onnx file written by :func:`export_onnx` (its metadata gives the nesting).
+        threads (int, optional): intra-op threads (:func:`make_session`).
+        providers (Sequence[str], optional): execution providers. Default: CPU.
+
+    Calling it with a batch of another input size than the graph's raises ValueError.
+    """
 
     def __init__(self, path: str, threads: Optional[int] = None, providers=None):
         self.path = path

@@ -136,7 +136,7 @@ def compare(model, patches: Sequence[int], img: int, runtimes: Sequence[str], ru
     gemm_call = gemm_fn(gemm)
     rows = []
     for ps in patches:
-        baked = model.baked(ps, img).eval()
+        baked = model.bake(ps, img).eval()
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             fns = make_runtimes(baked, img, runtimes, tmp, threads, exporter)
