@@ -10,6 +10,7 @@ import runpy
 import shutil
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -299,3 +300,30 @@ def test_timm_flexivit_safetensors_through_the_cli(timm_flexivit):
             tokens = m.forward_features(x, p)
             assert tokens.shape == (2, 1 + (240 // p) ** 2, DIMS)
             assert (tokens - _timm_at_patch(m, p).forward_features(x)).abs().max() < 1e-4, p
+
+
+def test_cli_base_patch_store_warns_with_the_measured_error(timm_flexivit, tmp_path):
+    """--base-patch 32 on a patch-16 checkpoint: 16 -> 32 -> 16 is not the identity, so the conversion warns
+    with the output error it causes at p=16 (measured) and the argument that avoids it (issue 26)."""
+    import re
+    model, src = timm_flexivit['model'], timm_flexivit['src']
+    with pytest.warns(UserWarning) as caught:
+        code, out = _cli(src, tmp_path / 'b32.pth', '--from', 'timm', '--num-heads', HEADS, '--base-patch', 32)
+    assert code == 0, out
+    assert f'wrote {tmp_path / "b32.pth"}: {src} (timm) -> FlexiViT: patch kernel 16x16 -> store 32x32 (PI-resize), ' \
+           f'position grid 15x15 kept' in out and 'LOSSY' in out and len(out.strip().splitlines()) == 1
+    msgs = [str(w.message) for w in caught if 'store loses' in str(w.message)]
+    assert len(msgs) == 1 and 'patch kernel 16x16 -> 32x32 -> 16x16' in msgs[0] and '--base-patch 16' in msgs[0]
+    kw = torch.load(tmp_path / 'b32.pth', weights_only=True)['meta']['flexitransfer_backbone']
+    m = FlexiViT(**kw, out_type='raw', pretrained=str(tmp_path / 'b32.pth'))
+    m.init_weights()
+    x = torch.randn(1, 3, 240, 240, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model.forward_features(x)
+        actual = ((m.eval().forward_features(x, 16) - ref).norm() / ref.norm()).item()
+    said = float(re.search(r'([0-9.e+-]+)% relative error', msgs[0]).group(1)) / 100
+    assert said > 0.01 and said == pytest.approx(actual, rel=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # the checkpoint's own patch: nothing lost, nothing said
+        code, out = _cli(src, tmp_path / 'b16.pth', '--from', 'timm', '--num-heads', HEADS, '--base-patch', 16)
+    assert code == 0 and 'patch kernel 16x16 kept, position grid 15x15 kept' in out and 'LOSSY' not in out

@@ -113,7 +113,8 @@ def test_convert_cli_then_pretrained_loads_into_the_32_store(tmp_path):
     native.load_state_dict(sd)
     # the default FlexiViT store (32x32 kernel, 7x7 grid): PI-resize + grid resize on load
     m = FlexiViT(arch=kw['arch'], out_type='raw', pretrained=str(dst))
-    m.init_weights()
+    with pytest.warns(UserWarning, match='store loses what the checkpoint holds'):  # 16 and 14x14 into 32 and 7x7
+        m.init_weights()
     m.eval()
     assert m.patch_embed.weight.shape[-1] == 32 and m.pos_embed.shape[1] == 49
     from flexitransfer.ops import resize_patch_embed, resize_pos_embed
@@ -136,3 +137,129 @@ def test_wrong_shape_and_missing_file_errors(tmp_path):
     np.savez(bad, foo=np.zeros(3))
     with pytest.raises(KeyError, match='not a big_vision ViT checkpoint'):
         convert_big_vision(str(bad))
+
+
+# ------------------------------------------------------------- silent loads (issue 26): say what was done
+@pytest.fixture(scope='module')
+def timm_b16(tmp_path_factory):
+    """A classic timm ViT-B/16 layout, small: patch 16, 14x14 grid at 224 px, the class token has a position."""
+    from safetensors.torch import save_file
+    t = randomize(VisionTransformer(img_size=224, patch_size=16, embed_dim=D, depth=L, num_heads=H,
+                                    num_classes=0)).eval()
+    path = tmp_path_factory.mktemp('b16') / 'model.safetensors'
+    save_file(t.state_dict(), str(path))
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = t.forward_features(x)
+    return dict(path=str(path), x=x, ref=ref)
+
+
+def _load(path, **kw):
+    """FlexiViT(pretrained=path, **kw).init_weights(): (model, its load lines, the warnings raised)."""
+    import logging
+    import warnings
+    from mmengine.logging import MMLogger
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lines.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    m = FlexiViT(arch=dict(embed_dims=D, num_layers=L, num_heads=H), pos_embed_cls=True, out_type='raw',
+                 pretrained=path, **kw)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            m.init_weights()
+    finally:
+        logger.removeHandler(handler)
+    return m.eval(), [r for r in lines if 'pretrained:' in r.getMessage()], [str(w.message) for w in caught]
+
+
+def _percent(msg):
+    import re
+    return float(re.search(r'([0-9.e+-]+)% relative error', msg).group(1)) / 100
+
+
+def _rel_err(ref, out):
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def test_pretrained_load_says_what_it_did_in_one_line(timm_b16):
+    from flexitransfer.engine.console import ConsoleFilter
+    _, lines, _ = _load(timm_b16['path'])  # FlexiViT's default store: 32x32 kernel, 7x7 grid
+    assert len(lines) == 1
+    msg = lines[0].getMessage()
+    assert msg.startswith(f"pretrained: {timm_b16['path']} (timm) -> FlexiViT: ") and '\n' not in msg
+    assert 'patch kernel 16x16 -> store 32x32 (PI-resize), position grid 14x14 -> store 7x7 (bilinear)' in msg
+    assert 'class-token position embedding kept' in msg and 'missing: none' in msg
+    assert 'LOSSY' in msg and 'base_patch_size=16, base_pos_grid=14 avoids it' in msg
+    assert ConsoleFilter().filter(lines[0])  # tools/train.py's quiet terminal shows it (not only the log file)
+    _, lines, _ = _load(timm_b16['path'], base_patch_size=16, base_pos_grid=14)
+    assert 'patch kernel 16x16 kept, position grid 14x14 kept' in lines[0].getMessage()
+    assert 'LOSSY' not in lines[0].getMessage()
+
+
+def test_grid_store_smaller_than_the_checkpoint_warns_with_the_measured_error(timm_b16):
+    m, _, warned = _load(timm_b16['path'], base_patch_size=16)  # 14x14 grid into the default 7x7 store
+    assert len(warned) == 1 and '\n' not in warned[0]
+    msg = warned[0]
+    assert 'position grid 14x14 -> 7x7 -> 14x14' in msg and 'base_pos_grid=14' in msg
+    assert 'base_patch_size' not in msg and "own patch 16x16 on 224x224" in msg
+    with torch.no_grad():
+        actual = _rel_err(timm_b16['ref'], m.forward_features(timm_b16['x'], 16))
+    assert 0.005 < _percent(msg) and _percent(msg) == pytest.approx(actual, rel=0.3)  # measured, not made up
+    m, _, warned = _load(timm_b16['path'], base_patch_size=16, base_pos_grid=14)  # the named argument
+    assert warned == []
+    with torch.no_grad():
+        assert (m.forward_features(timm_b16['x'], 16) - timm_b16['ref']).abs().max() < 1e-4
+
+
+def test_kernel_store_warns_iff_the_round_trip_is_lossy(timm_b16, tmp_path):
+    # 16 -> 32 -> 16 is not the identity: the PI-resize down is not the inverse of the PI-resize up
+    m, lines, warned = _load(timm_b16['path'], base_pos_grid=14)
+    assert len(warned) == 1 and 'patch kernel 16x16 -> 32x32 -> 16x16' in warned[0]
+    assert 'base_patch_size=16' in warned[0] and 'base_pos_grid' not in warned[0]
+    with torch.no_grad():
+        actual = _rel_err(timm_b16['ref'], m.forward_features(timm_b16['x'], 16))
+    assert _percent(warned[0]) > 0.01 and _percent(warned[0]) == pytest.approx(actual, rel=0.3)
+    # a store that gives the checkpoint back is resized yet silent: a 7x7 grid grown 3x without antialias
+    from safetensors.torch import save_file
+    t = randomize(VisionTransformer(img_size=112, patch_size=16, embed_dim=D, depth=L, num_heads=H, num_classes=0))
+    save_file(t.state_dict(), str(tmp_path / 'g7.safetensors'))
+    _, lines, warned = _load(str(tmp_path / 'g7.safetensors'), base_patch_size=16, base_pos_grid=21,
+                             pos_resize_antialias=False)
+    assert 'position grid 7x7 -> store 21x21 (bilinear)' in lines[0].getMessage() and warned == []
+    _, _, warned = _load(str(tmp_path / 'g7.safetensors'), base_patch_size=16, base_pos_grid=21)  # antialiased back
+    assert len(warned) == 1 and 'position grid 7x7 -> 21x21 -> 7x7' in warned[0]
+
+
+def test_every_argument_a_converter_returns_is_documented(tmp_path, timm_b16):
+    """FlexiViT's ``Args:`` names every key of every converter's backbone_kwargs (what convert_weights.py
+    prints and a converted checkpoint's meta holds), and every __init__ argument."""
+    import inspect
+    import re
+    import timm
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+    from flexitransfer.converters import convert_checkpoint, convert_owlvit, read_checkpoint
+    from test_owlvit_oracle import _hf_owlvit
+    kws = [convert_big_vision(str(write_big_vision_npz(tmp_path / 'bv.npz')))[1],
+           convert_checkpoint(read_checkpoint(timm_b16['path']))[1]]
+    for args in (dict(pre_norm=True, qkv_bias=False), dict(class_token=False, global_pool='avg')):
+        t = timm.create_model('vit_tiny_patch16_224', pretrained=False, img_size=32, embed_dim=D, depth=1,
+                              num_heads=H, num_classes=0, **args)
+        kws.append(convert_timm(t.state_dict())[1])
+    clip = CLIP(embed_dim=32, vision_cfg=CLIPVisionCfg(layers=1, width=D, head_width=16, patch_size=16, image_size=32),
+                text_cfg=CLIPTextCfg(context_length=8, vocab_size=50, width=32, heads=2, layers=1))
+    kws.append(convert_open_clip(clip.state_dict())[1])
+    kws.append({k: v for k, v in convert_owlvit(_hf_owlvit()[0].state_dict())[1]['backbone'].items() if k != 'type'})
+    doc = inspect.getdoc(FlexiViT)
+    args_section = doc.split('Args:', 1)[1]
+    entries = dict(re.findall(r'^    (\w+)(?: \([^)]*\))?:(.*(?:\n {5,}.*)*)', args_section, re.M))
+    documented, arch_entry = set(entries), entries['arch']
+    keys = set().union(*kws)
+    assert {'pos_embed_cls', 'base_pos_grid', 'base_patch_size', 'qkv_bias', 'norm_eps', 'act'} <= keys
+    assert keys - documented == set()
+    assert set(inspect.signature(FlexiViT.__init__).parameters) - {'self'} - documented == set()
+    arch_keys = set().union(*(kw['arch'] for kw in kws))
+    assert arch_keys == {'embed_dims', 'num_layers', 'num_heads', 'mlp_ratio'}
+    assert all(k in arch_entry for k in arch_keys)

@@ -10,7 +10,12 @@ A hub directory's config supplies what the tensors do not record (timm: heads, a
 open_clip: heads, QuickGELU or GELU; owlvit: heads, activation, eps).
 
 ``--base-patch``: PI-resize the kernel into this stored size (e.g. a timm ViT-B/16 into
-FlexiViT's 32x32 store). Without it the kernel keeps its own size.
+FlexiViT's 32x32 store). Without it the kernel keeps its own size. A store that does not give the
+kernel back at its own patch (16 -> 32 -> 16 is not the identity) warns with the output error it
+causes there.
+
+Prints one line: the file written, the source and its format, what was resized, the FlexiViT
+arguments to build it with.
 """
 import argparse
 import sys
@@ -31,18 +36,15 @@ def main():
     p.add_argument('--hf-config', help='owlvit: the transformers config.json (heads, activation) for a bare '
                                        'weight file; a save_pretrained directory brings its own')
     a = p.parse_args()
-    from flexitransfer.converters import CheckpointError, convert_checkpoint, read_checkpoint, save_converted
+    from flexitransfer.converters import CheckpointError, convert_file
     try:
         if a.fmt == 'owlvit':  # a whole detector (transformers OwlViTForObjectDetection), not just a backbone
             from flexitransfer.converters.loading import convert_owlvit_file
             return print(convert_owlvit_file(a.src, a.dst, a.hf_config))
-        out = convert_checkpoint(read_checkpoint(a.src), a.fmt, a.base_patch, a.num_heads,
-                                 quick_gelu=False if a.gelu else None)
+        line = convert_file(a.src, a.dst, a.fmt, a.base_patch, a.num_heads, quick_gelu=False if a.gelu else None)
     except (CheckpointError, FileNotFoundError, KeyError, ValueError) as e:  # one line, no traceback
         sys.exit(f'convert_weights.py: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}')
-    save_converted(out, a.dst, a.fmt)
-    kw = out[1]
-    print(f'wrote {a.dst}: FlexiViT({kw}) with {len(out[0])} tensors; extras: {sorted(out[2])}')
+    print(line)
 
 
 if __name__ == '__main__':

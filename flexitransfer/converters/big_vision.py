@@ -9,7 +9,16 @@ import torch
 from .common import Converted, _arch, _rebase_kernel, _square_grid
 
 def convert_big_vision(src, base_patch_size=None) -> Converted:
-    """big_vision ViT / FlexiViT params (``.npz`` path or a flat ``{'a/b': array}`` dict)."""
+    """big_vision ViT / FlexiViT params (``.npz`` path or a flat ``{'a/b': array}`` dict).
+
+    Args:
+        src (str | os.PathLike | dict): the ``.npz`` file, or its flat ``{'a/b': array}`` dict.
+        base_patch_size (int, optional): PI-resize the kernel into this store. Default: its own size.
+
+    Returns:
+        tuple: ``(state_dict, backbone_kwargs, extras)``: FlexiViT-named tensors, the FlexiViT arguments
+        that reproduce the source network, and head tensors (classifier, projection) by name.
+    """
     if isinstance(src, (str, os.PathLike)):
         with np.load(src, allow_pickle=False) as f:
             params = {k: f[k] for k in f.files}

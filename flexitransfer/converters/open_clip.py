@@ -12,6 +12,16 @@ def convert_open_clip(state_dict: dict, base_patch_size=None, quick_gelu: Option
     ``quick_gelu``: OpenAI's weights use QuickGELU; most open_clip LAION models
     use GELU. Defaults to QuickGELU when unknown (OpenAI format). ``num_heads``
     defaults to ``width // 64`` (open_clip's head_width).
+
+    Args:
+        state_dict (dict): the open_clip / OpenAI-CLIP state dict.
+        base_patch_size (int, optional): PI-resize the kernel into this store. Default: its own size.
+        quick_gelu (bool, optional): the activation is QuickGELU. Default: unknown, QuickGELU.
+        num_heads (int, optional): attention heads. Default: ``width // 64``.
+
+    Returns:
+        tuple: ``(state_dict, backbone_kwargs, extras)``: FlexiViT-named tensors, the FlexiViT arguments
+        that reproduce the source network, and head tensors (classifier, projection) by name.
     """
     sd_in = {k.replace('module.', '', 1): v for k, v in state_dict.items()}
     if 'visual.conv1.weight' not in sd_in:
@@ -41,7 +51,8 @@ def convert_open_clip(state_dict: dict, base_patch_size=None, quick_gelu: Option
         sd[f'blocks.{i}.{rest}'] = t
     extras = {'proj': v['proj']} if 'proj' in v else {}
     mlp = sd['blocks.0.mlp.fc1.weight'].shape[0]
-    kw = dict(arch=_arch(dims, layers, num_heads or max(1, dims // 64), mlp), base_patch_size=tuple(v['conv1.weight'].shape[-2:]),
+    kw = dict(arch=_arch(dims, layers, num_heads or max(1, dims // 64), mlp),
+              base_patch_size=tuple(v['conv1.weight'].shape[-2:]),
               base_pos_grid=_square_grid(pe.shape[0] - 1, 'positional_embedding'), with_cls_token=True,
               pos_embed_cls=True, patch_bias=False, pre_norm=True,
               act='quick_gelu' if quick_gelu in (None, True) else 'gelu', norm_eps=1e-5)

@@ -51,9 +51,22 @@ def convert_owlvit(state_dict: dict, config=None) -> Converted:
     """Returns (detector state dict, ``OWLViTDetector`` kwargs (backbone, text_tower, merge_norm_eps),
     extras). ``config``: the transformers ``OwlViTConfig`` or its ``config.json`` dict (heads,
     activation, eps); without it heads = width // 64 and the activation is QuickGELU (every released
-    OWL-ViT)."""
+    OWL-ViT).
+
+    Args:
+        state_dict (dict): the transformers ``OwlViTForObjectDetection`` state dict.
+        config (transformers.OwlViTConfig | dict, optional): its config (or ``config.json`` dict).
+
+    Returns:
+        tuple: ``(state_dict, kwargs, extras)``: the ``OWLViTDetector``'s tensors, its arguments, and
+        tensors no module takes.
+
+    Raises:
+        KeyError: not an ``OwlViTForObjectDetection`` state dict.
+    """
     sd_in = {k.replace('module.', '', 1): v for k, v in state_dict.items()}
-    need = ['owlvit.vision_model.embeddings.patch_embedding.weight', 'owlvit.text_model.embeddings.token_embedding.weight',
+    need = ['owlvit.vision_model.embeddings.patch_embedding.weight',
+            'owlvit.text_model.embeddings.token_embedding.weight',
             'owlvit.text_projection.weight', 'layer_norm.weight', 'box_head.dense0.weight', 'class_head.dense0.weight']
     missing = [k for k in need if k not in sd_in]
     if missing:
@@ -133,7 +146,12 @@ def convert_owlvit(state_dict: dict, config=None) -> Converted:
 
 
 def save_owlvit(converted: Converted, dst: str) -> None:
-    """mmengine-style checkpoint (``state_dict`` with detector keys, ``meta`` with the model kwargs)."""
+    """mmengine-style checkpoint (``state_dict`` with detector keys, ``meta`` with the model kwargs).
+
+    Args:
+        converted (tuple): :func:`convert_owlvit`'s result.
+        dst (str): the checkpoint file to write.
+    """
     import os
     sd, kw, extras = converted
     meta = {'owlvit_detector_kwargs': kw, 'converted_from': 'owlvit'}

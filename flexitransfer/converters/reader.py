@@ -64,7 +64,17 @@ class Checkpoint:
 
 
 def read_checkpoint(path) -> Checkpoint:
-    """Read a checkpoint file, a sharded index or a hub directory (see the module docstring)."""
+    """Read a checkpoint file, a sharded index or a hub directory (see the module docstring).
+
+    Args:
+        path (str | os.PathLike): a weight file, a sharded ``*.index.json`` or a hub directory.
+
+    Returns:
+        Checkpoint: the tensors, the files read, their format, and the configs / meta beside them.
+
+    Raises:
+        CheckpointError: anything that is not a readable checkpoint (the message names the fix).
+    """
     path = os.fspath(path)
     if osp.isdir(path):
         return _read_dir(path)

@@ -80,6 +80,16 @@ def convert_timm(state_dict: dict, base_patch_size=None, num_heads: Optional[int
 
     The kernel stays at its own size unless ``base_patch_size`` asks for a
     PI-resize into that store (e.g. 32 for FlexiViT's).
+
+    Args:
+        state_dict (dict): the timm state dict.
+        base_patch_size (int, optional): PI-resize the kernel into this store. Default: its own size.
+        num_heads (int, optional): attention heads (see above).
+        config (dict, optional): the hub directory's ``config.json``.
+
+    Returns:
+        tuple: ``(state_dict, backbone_kwargs, extras)``: FlexiViT-named tensors, the FlexiViT arguments
+        that reproduce the source network, and head tensors (classifier, projection) by name.
     """
     sd_in = {k.replace('module.', '', 1): v for k, v in state_dict.items()}
     if 'patch_embed.proj.weight' not in sd_in:

@@ -9,7 +9,7 @@ import warnings
 
 #: INFO records the terminal keeps (the rest is in the log file)
 KEEP = ('Iter(', 'Epoch(', 'Saving checkpoint', '| patch |', 'resumed epoch', 'Auto resumed', 'Load checkpoint from',
-        'The best checkpoint')
+        'The best checkpoint', 'pretrained: ')
 #: WARNING records of mmengine's own set-up that say nothing to the user
 NOISE = ('FileClient', 'HardDiskBackend', 'The prefix is not set', 'is the alias of')
 
