@@ -119,3 +119,13 @@ def test_neck_resolves_from_mmdet_and_mmseg_configs():
     with pytest.raises(ValueError, match='img_size'):
         StrideAwareSimpleFPN(in_channels=32)(torch.randn(1, 32, 8, 8))
 
+
+
+def test_antialiased_shrink_runs_in_bf16_on_cpu():
+    """bf16 autocast (tools/train.py --amp on a CPU with bf16 units) reaches the neck's antialiased resize,
+    whose CPU kernel has no bf16 version: it resamples in float32 and returns bf16."""
+    from flexitransfer.models.necks.simple_fpn import _resize
+    x = torch.randn(1, 4, 16, 16)
+    out = _resize(x.bfloat16(), (5, 5), 'bilinear', True)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), _resize(x, (5, 5), 'bilinear', True), atol=1e-2, rtol=0)

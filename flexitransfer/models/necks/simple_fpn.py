@@ -80,8 +80,11 @@ def _resize(x: torch.Tensor, size: Tuple[int, int], mode: str, antialias: bool) 
         return x
     if mode == 'nearest':
         return F.interpolate(x, size=size, mode='nearest')
-    shrink = x.shape[-2] > size[0] or x.shape[-1] > size[1]
-    return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=antialias and shrink)
+    aa = antialias and (x.shape[-2] > size[0] or x.shape[-1] > size[1])
+    if aa and x.device.type == 'cpu' and x.dtype in (torch.bfloat16, torch.float16):
+        # the antialiased CPU kernel has no bf16 / fp16 version: resample in float32 (as under autocast on CUDA)
+        return F.interpolate(x.float(), size=size, mode=mode, align_corners=False, antialias=True).to(x.dtype)
+    return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=aa)
 
 
 @MODELS.register_module()
