@@ -155,3 +155,63 @@ def test_train_kill_resume_is_bit_identical(tmp_path, seg_toy_data):
     m = FlexiViT(arch=dict(embed_dims=96, num_layers=4, num_heads=3))
     load_checkpoint(m, osp.join(work, f'iter_{end}.pth'), revise_keys=[(r'^backbone\.', '')], strict=False)
     assert torch.equal(m.pos_embed, sd['backbone.pos_embed'])
+
+
+# ----------------------------------------------------------------------------- memory preflight (engine/preflight.py)
+@pytest.fixture(scope='module')
+def seg_runner(tmp_path_factory, seg_toy_data):
+    """The tiny Segmenter's Runner, built in-process (no training): random p in 8..40, batch 8 of 120x120."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/seg/tiny_seg_flexi.py'))
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        loader.update(num_workers=0, persistent_workers=False)
+        loader.dataset.data_root = seg_toy_data
+    cfg.work_dir = str(tmp_path_factory.mktemp('preflight'))
+    return Runner.from_cfg(cfg)
+
+
+def test_preflight_runs_the_smallest_patch_and_leaves_the_run_untouched(seg_runner):
+    """One forward + backward at the smallest patch the hook draws (8 of 8..40), at the config's batch and crop;
+    weights, buffers, gradients, patch size and random generators are as before (training is unchanged)."""
+    import numpy as np
+
+    from flexitransfer.engine import get_patch_size, memory_preflight
+    model = seg_runner.model
+    seg_runner.train_loop  # built before the preflight, as tools/train.py does (check_datasets_nonempty)
+    backbone = next(m for m in model.modules() if isinstance(m, FlexiViT))
+    seen = []
+    handle = backbone.register_forward_pre_hook(lambda m, args: seen.append(m.patch_size))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = (torch.get_rng_state(), np.random.get_state()[1].copy())
+    try:
+        assert memory_preflight(seg_runner) is None  # off by default on a CPU
+        assert seen == []
+        report = memory_preflight(seg_runner, enabled=True)
+    finally:
+        handle.remove()
+    assert seen == [(8, 8)], seen  # the heaviest draw, once
+    assert 'patch 8 (the smallest RandomPatchSizeHook draws), batch 8 at 120x120' in report, report
+    assert 'GiB' in report
+    assert get_patch_size(model) == (12, 12)  # the model's own again
+    assert all(p.grad is None for p in model.parameters())
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert torch.equal(rng[0], torch.get_rng_state()) and (rng[1] == np.random.get_state()[1]).all()
+
+
+def test_preflight_fails_at_iteration_0_when_the_step_does_not_fit(seg_runner, monkeypatch):
+    """Over budget (a mocked device): one error naming the patch, the memory needed, what the device has and the
+    fixes (with_cp, a smaller batch, dropping the smallest patch from the draw)."""
+    from flexitransfer.engine import PreflightMemoryError, memory_preflight
+    from flexitransfer.engine import preflight as pf
+    monkeypatch.setattr(pf, 'device_memory', lambda device: (3 * pf.GiB, pf.GiB))
+    with pytest.raises(PreflightMemoryError) as e:
+        memory_preflight(seg_runner, enabled=True)
+    msg = str(e.value)
+    for part in ('patch 8 ', 'batch 8 at 120x120', 'needs 3.0', 'forward + backward 3.00 GiB', 'cpu has 1.00 GiB',
+                 'model.backbone.with_cp=True', 'train_dataloader.batch_size=4',
+                 'dropping patch 8 from the draw (custom_hooks.0.patch_sizes=[10,12,15,20,24,30,40])',
+                 '--no-preflight'):
+        assert part in msg, (part, msg)

@@ -1,15 +1,22 @@
 """Train any flexitransfer config (mmseg / mmdet / own scope), the OpenMMLab way.
 
     python tools/train.py configs/seg/ade20k_flexi_b.py [--work-dir DIR] [--resume [CKPT]] [--amp]
-                          [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+                          [--cfg-options k=v ...] [--launcher none|pytorch|slurm] [--[no-]preflight]
 
     torchrun --nproc_per_node 2 tools/train.py CONFIG --launcher pytorch   # CPU (gloo) or GPUs (nccl)
+
+Preemption-safe: checkpoints are written atomically; --resume skips a checkpoint that does not read
+(a kill mid-write) for the newest one that does; SIGTERM (Slurm, spot instances) saves a checkpoint
+after the current iteration and exits with code 143 (run the same command with --resume).
 """
 import argparse
 import os.path as osp
+import sys
 
 import _bootstrap
 from mmengine.config import DictAction
+
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a job SIGTERM killed
 
 
 def parse_args():
@@ -22,6 +29,9 @@ def parse_args():
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries, key=value')
     p.add_argument('--verbose', action='store_true', help="mmengine's whole log on the terminal too (it is always "
                                                           "in the work dir's log file)")
+    p.add_argument('--preflight', action=argparse.BooleanOptionalAction, default=None,
+                   help='one training step at the smallest patch first, stopping at iteration 0 if it does not fit '
+                        'in memory (default: on CUDA)')
     _bootstrap.add_launcher_args(p)
     return _bootstrap.parse_with_launcher(p)
 
@@ -53,9 +63,12 @@ def main():
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
-    from flexitransfer.engine import check_checkpoint, check_datasets_nonempty, init_distributed, validate_patch_config
+    from flexitransfer.engine import (check_checkpoint, check_datasets_nonempty, init_distributed, make_preemptible,
+                                      memory_preflight, preemptible, validate_patch_config)
     from flexitransfer.engine.console import header, quiet_runner
     cfg = build_cfg(args)
+    for line in make_preemptible(cfg):  # atomic checkpoint hook; --resume: the newest checkpoint that reads
+        print(line, flush=True)
     _bootstrap.require_checkpoint(cfg.get('load_from'), 'load_from checkpoint')  # before the config dump
     validate_patch_config(cfg, args.config)  # bad patch sizes fail now, not at the iteration that draws them
     init_distributed(cfg, args.launcher)  # before the Runner: mmengine's own start-up needs CUDA
@@ -66,8 +79,14 @@ def main():
                  else 'train: the model default'), flush=True)
     if cfg.get('load_from'):  # a resumed run needs every tensor; an initialisation may be partial
         check_checkpoint(runner.model, cfg.load_from, require_all=bool(cfg.get('resume')))
-    check_datasets_nonempty(runner, ('train', 'val'))
-    runner.train()
+    with preemptible() as run:  # before the dataloaders fork workers: SIGTERM saves, then stops the run
+        check_datasets_nonempty(runner, ('train', 'val'))
+        report = memory_preflight(runner, enabled=args.preflight)  # the heaviest step, before iteration 0
+        if report:
+            print(report, flush=True)
+        runner.train()
+    if run.checkpoint:
+        sys.exit(PREEMPTED_EXIT_CODE)
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from ..models.backbones.flexivit import DEFAULT_PATCH_SIZES
+from ..ops import to_2tuple
 from .patch_size import draw_patch_size, get_patch_size, normalize_probs, set_patch_size
 
 
@@ -32,6 +33,17 @@ class RandomPatchSizeHook(Hook):
         self.seed = seed
         self.eval_patch_size = eval_patch_size
         self._default = None
+
+    def most_expensive_patch(self):
+        """The patch size of the heaviest step this hook can draw: the smallest patch area (the most tokens)
+        among the sizes whose probability is not zero (the memory preflight runs it, engine/preflight.py).
+
+        Returns:
+            int | tuple: that patch size, as configured.
+        """
+        probs = normalize_probs(self.patch_sizes, self.probs)
+        drawable = [p for i, p in enumerate(self.patch_sizes) if probs is None or probs[i] > 0]
+        return min(drawable, key=lambda p: to_2tuple(p)[0] * to_2tuple(p)[1])
 
     def before_train(self, runner) -> None:
         self._default = get_patch_size(runner.model)
