@@ -9,7 +9,9 @@ import torch
 from flexitransfer.adaptive import (MixedPatchPolicy, check_partition, forward_mixed, mixed_tokens,
                                     partition_by_budget, partition_by_threshold, token_count, uniform_partition,
                                     use_mixed_patches)
+from flexitransfer.engine import record_tokens
 from flexitransfer.models.backbones import FlexiViT
+from flexitransfer.models.backbones.flexivit import TokenRecord
 
 from conftest import randomize
 
@@ -164,9 +166,9 @@ def test_task_models_use_mixed_patches():
     x = images(2)
     with torch.no_grad():
         ref = clf(x)
-        with use_mixed_patches(clf, MixedPatchPolicy(S, level=1)):
+        with use_mixed_patches(clf, MixedPatchPolicy(S, level=1)), record_tokens(clf) as rec:
             out = clf(x)
-            mixed = clf.backbone.last_num_tokens
+        mixed = rec.num_tokens[-1]
         after = clf(x)
     assert (out - ref).abs().max() < 1e-5 and torch.equal(after, ref)
     assert mixed.tolist() == [16, 16]
@@ -207,10 +209,11 @@ def test_mixed_hook_draws_per_iteration_and_restores():
     hook.before_train_iter(runner, 0)
     assert get_mixed_policy(m).budget == hub.info['mixed_budget']
     x = images(2)
-    out = m(x)[0]
+    rec = TokenRecord()
+    out = m(x, record=rec)[0]
     out.sum().backward()  # gradients flow through the mixed forward into the stored kernel
     assert m.patch_embed.weight.grad.abs().sum() > 0
-    assert (m.last_num_tokens <= round(hub.info['mixed_budget'] * 64)).all()
+    assert (rec.num_tokens[-1] <= round(hub.info['mixed_budget'] * 64)).all()
     hook.before_val(runner)
     assert get_mixed_policy(m) is None and 'forward' not in m.__dict__
 
@@ -450,3 +453,72 @@ def test_cascade_deploys_through_onnx(tmp_path):
         assert (got - want).abs().max() < 1e-4, name
         assert sorted(p.name for p in (tmp_path / name).iterdir() if p.suffix == '.onnx') == \
             [f'stage{i}_p{p}.onnx' for i, p in enumerate(patches)]
+
+
+# ------------------------------------------------------------ no state on modules; the studies' parts
+def test_mixed_policy_is_a_setting_and_counts_come_back_through_a_record():
+    """The policy is a backbone setting its own forward reads (no forward replaced); an explicit patch
+    still runs uniform; the tokens per image come back through the caller's record."""
+    m = tiny('cls_token')
+    x = images(2)
+    with torch.no_grad():
+        ref = m(x, 2 * S)[0]
+        with use_mixed_patches(m, MixedPatchPolicy(S, level=1)), record_tokens(m) as rec:
+            assert 'forward' not in vars(m)
+            mixed = m(x)[0]
+            fine = m(x, S)[0]
+    assert (mixed - ref).abs().max() < 1e-5 and (fine - mixed).abs().max() > 1e-3
+    assert rec.grids == [(8, 8), (8, 8)] and [n.tolist() for n in rec.num_tokens] == [[16, 16], [64, 64]]
+    assert m.mixed_policy is None and not m._forward_pre_hooks
+
+
+def test_cascade_dispatches_through_the_class_hierarchy():
+    """A LiT subclass is a LiT (zero-shot logits), whatever its class is called."""
+    from flexitransfer.adaptive import logits_fn_for, zero_shot_logits_fn
+    from flexitransfer.models.retrieval.lit import LiT
+
+    class MyLiT(LiT):
+        pass
+    lit = _tiny_lit()
+    lit.__class__ = MyLiT
+    x = images(2, seed=3, h=60, w=60)
+    with torch.no_grad():
+        assert torch.equal(logits_fn_for(lit)(x, 30), zero_shot_logits_fn(lit)(x, 30))
+
+
+def test_study_figures_have_few_series_and_seg_miou_is_mmsegs(tmp_path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from flexitransfer.experiments.adaptive_common import draw_uniform, draw_variants, pareto_front, write_rows
+    from flexitransfer.experiments.adaptive_seg import miou_percent
+    rng = np.random.default_rng(0)
+    methods = ['(a) uniform', '(b) cascade', '(c) mixed zero-shot', '(d) mixed after mixed FT',
+               "(d') uniform after mixed FT", '(e) uniform after uniform FT (control)',
+               '(e) mixed after uniform FT (control)']
+    rows = [dict(method=m, setting=('calibrated' if i == 0 and m == '(b) cascade' else f's{i}'),
+                 top1=float(rng.uniform(50, 99)), mean_tokens=float(rng.uniform(4, 150)), mflops=1.0,
+                 latency_ms=None, note='') for m in methods for i in range(5)]
+    for draw in (draw_uniform, draw_variants):
+        fig, ax = plt.subplots()
+        draw(ax, rows, 't', 'top-1 (%)')
+        assert 2 <= len(ax.get_legend_handles_labels()[1]) == len(ax.get_lines()) <= 6
+        plt.close(fig)
+    front = pareto_front(rows)
+    assert [r['mean_tokens'] for r in front] == sorted(r['mean_tokens'] for r in front)
+    assert all(not (v['top1'] >= u['top1'] and v['mean_tokens'] < u['mean_tokens']) for u in front for v in rows)
+    md, files = write_rows(rows, str(tmp_path / 'a'), 't', text_before='intro')
+    assert md.startswith('intro\n\n| method | setting | top-1 (%) | mean tokens |') and len(files) == 4
+    assert all((tmp_path / f).stat().st_size > 0 for f in ('a.md', 'a.csv', 'a.png', 'a_uniform.png'))
+    # mIoU: the areas summed over images, IoU per class, NaN (absent) classes left out, 255 ignored
+    pairs = [(torch.randint(0, 4, (9, 7)), torch.randint(0, 4, (9, 7))) for _ in range(3)]
+    pairs[0][1][:2] = 255
+    inter, union = np.zeros(5), np.zeros(5)  # class 4 appears nowhere
+    for pr, gt in pairs:
+        keep = gt != 255
+        for c in range(5):
+            inter[c] += int(((pr == c) & (gt == c) & keep).sum())
+            union[c] += int((((pr == c) | (gt == c)) & keep).sum())
+    with np.errstate(invalid='ignore'):
+        want = float(np.nanmean(inter / np.where(union > 0, union, np.nan)) * 100)
+    assert miou_percent(pairs, 5) == want

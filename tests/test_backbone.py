@@ -126,7 +126,7 @@ def test_baked_model_equals_flexible(tiny_arch):
     m = randomize(FlexiViT(arch=tiny_arch)).eval()
     x = torch.randn(2, 3, 240, 240)
     for p in (8, 30):
-        baked = m.baked(p, 240)
+        baked = m.bake(p, 240)
         assert baked.patch_embed.weight.shape[-1] == p and baked.pos_embed.shape[1] == (240 // p) ** 2
         with torch.no_grad():
             assert (baked(x)[0] - m(x, p)[0]).abs().max() < 1e-5
@@ -155,3 +155,43 @@ def test_registered_for_openmmlab(scope):
     m = MODELS.build(dict(type='FlexiViT', arch=dict(embed_dims=32, num_layers=1, num_heads=2), patch_size=8))
     assert isinstance(m, FlexiViT)
     DefaultScope._instance_dict.clear()
+
+
+def test_forward_leaves_no_state_and_reports_through_a_record(tiny_arch):
+    """The grid and tokens of a forward go to the record the caller passes; nothing is left on the module."""
+    from flexitransfer.models.backbones.flexivit import TokenRecord
+    m = FlexiViT(arch=tiny_arch, patch_size=16).eval()
+    before = set(vars(m))
+    rec = TokenRecord()
+    with torch.no_grad():
+        m(torch.randn(2, 3, 64, 48), record=rec)
+        m(torch.randn(1, 3, 64, 48), 8, record=rec)
+    assert set(vars(m)) == before
+    assert rec.grids == [(4, 3), (8, 6)] and rec.tokens_per_image().tolist() == [12, 12, 48]
+
+
+def test_loop_reads_the_grid_from_the_backbone_input_or_the_task_input(tiny_arch):
+    """The multi-patch loops' token count: the grid of the backbone's input (a crop where the task model
+    slides), else (a whole-model graph in the task model's place) the grid of the task model's input."""
+    from flexitransfer.engine.loops import SeenGrid
+
+    class Sliding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = FlexiViT(arch=tiny_arch, patch_size=8).eval()
+
+        def forward(self, inputs, data_samples=None, mode='tensor'):
+            return [self.backbone(inputs[..., :32, :48])[0] for _ in range(2)]
+
+    model, x = Sliding(), torch.randn(1, 3, 64, 96)
+    with torch.no_grad(), SeenGrid(model, model.backbone) as seen:
+        model(x, mode='predict')
+    assert seen.grid == (4, 6)
+    model.forward = lambda inputs, data_samples=None, mode='tensor': inputs  # the backbone never runs
+    with SeenGrid(model, model.backbone) as seen:
+        model(inputs=x)
+    assert seen.grid == (8, 12)
+    with SeenGrid(model, model.backbone) as seen:
+        pass
+    assert seen.grid is None
+    assert not model._forward_pre_hooks and not model.backbone._forward_pre_hooks

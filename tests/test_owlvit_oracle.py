@@ -7,6 +7,7 @@ from mmdet.structures import DetDataSample
 
 import flexitransfer  # noqa: F401
 from flexitransfer.converters import convert_owlvit
+from flexitransfer.engine import record_tokens
 from flexitransfer.models.heads import box_bias
 
 from conftest import randomize
@@ -95,13 +96,13 @@ def test_converted_owlvit_runs_at_other_patch_sizes(oracle, patch, grid):
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     ours.backbone.patch_size = (patch, patch)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), record_tokens(ours) as rec:
             logits, boxes = ours._forward(x, _samples([('a red circle', 'a dog')], (64, 64)))
     finally:
         ours.backbone.patch_size = (16, 16)
     assert logits.shape == (1, grid[0] * grid[1], 2) and boxes.shape == (1, grid[0] * grid[1], 4)
     assert torch.isfinite(logits).all() and ((boxes > 0) & (boxes < 1)).all()
-    assert ours.backbone.last_grid == grid
+    assert rec.grids[-1] == grid
 
 
 def test_box_bias_matches_transformers_on_non_square_grids():

@@ -21,9 +21,11 @@ import numpy as np
 import torch
 
 from ..engine.patch_size import set_patch_size
+from ..models.retrieval.lit import LiT
 
 __all__ = ['FlexiCascade', 'CascadeResult', 'confidence', 'simulate', 'calibrate', 'save_thresholds',
-           'load_thresholds', 'classifier_logits_fn', 'zero_shot_logits_fn', 'logits_fn_for', 'NEVER']
+           'load_thresholds', 'classifier_logits_fn', 'zero_shot_logits_fn', 'logits_fn_for', 'NEVER',
+           'stop_stages', 'stops_result']
 
 SCORES = ('maxprob', 'margin')
 #: A threshold no confidence reaches (confidences lie in [0, 1]): the stage never stops an image.
@@ -64,8 +66,15 @@ def zero_shot_logits_fn(lit: torch.nn.Module) -> Callable[[torch.Tensor, int], t
 
 
 def logits_fn_for(model: torch.nn.Module) -> Callable[[torch.Tensor, int], torch.Tensor]:
-    """The cascade's ``(x, p) -> logits`` for a task model: a LiT zero-shot classifier, or a classifier."""
-    if type(model).__name__ == 'LiT':
+    """The cascade's ``(x, p) -> logits`` for a task model.
+
+    Args:
+        model (nn.Module): a ``LiT`` (or subclass): its zero-shot classifier; any other model: a classifier.
+
+    Returns:
+        Callable: ``(x, p) -> logits``.
+    """
+    if isinstance(model, LiT):
         return zero_shot_logits_fn(model)
     return classifier_logits_fn(model)
 
@@ -132,15 +141,43 @@ def _stop_stage(conf: np.ndarray, thr: np.ndarray) -> np.ndarray:
     return passes.argmax(1)
 
 
+def stop_stages(conf: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """Where the cascade stops each image.
+
+    Args:
+        conf (np.ndarray): per-stage confidences ``(K, N)``.
+        thresholds (Sequence[float]): one per stage but the last.
+
+    Returns:
+        np.ndarray: ``(N,)`` the first stage whose confidence reaches its threshold (the last stage else).
+    """
+    return _stop_stage(np.asarray(conf, np.float64), np.asarray(thresholds, np.float64)[None])[0]
+
+
+def stops_result(stop: np.ndarray, correct: np.ndarray, costs: Sequence[float],
+                 thresholds: Sequence[float]) -> CascadeResult:
+    """The cascade's outcome from where each image stopped.
+
+    Args:
+        stop (np.ndarray): ``(N,)`` each image's stopping stage (``stop_stages``).
+        correct (np.ndarray): per-stage correctness ``(K, N)``.
+        costs (Sequence[float]): ``costs[i]`` is stage i's own cost (an image stopping at stage i pays
+            ``sum(costs[:i+1])``).
+        thresholds (Sequence[float]): the thresholds behind ``stop`` (reported as they are).
+
+    Returns:
+        CascadeResult: accuracy (%), mean cost and the fraction stopping at each stage.
+    """
+    correct = np.asarray(correct, bool)
+    cum = np.cumsum(costs)
+    return CascadeResult(list(map(float, thresholds)), float(correct[stop, np.arange(len(stop))].mean() * 100),
+                         float(cum[stop].mean()), [float((stop == i).mean()) for i in range(correct.shape[0])])
+
+
 def simulate(conf: np.ndarray, correct: np.ndarray, costs: Sequence[float], thresholds: Sequence[float]):
     """The cascade on precomputed per-stage confidences / correctness ``(K, N)``; ``costs[i]`` is stage
     i's own cost (an image stopping at stage i pays ``sum(costs[:i+1])``)."""
-    conf, correct = np.asarray(conf, np.float64), np.asarray(correct, bool)
-    stop = _stop_stage(conf, np.asarray(thresholds, np.float64)[None])[0]
-    cum = np.cumsum(costs)
-    k = conf.shape[0]
-    return CascadeResult(list(map(float, thresholds)), float(correct[stop, np.arange(conf.shape[1])].mean() * 100),
-                         float(cum[stop].mean()), [float((stop == i).mean()) for i in range(k)])
+    return stops_result(stop_stages(conf, thresholds), correct, costs, thresholds)
 
 
 def _candidates(conf_i: np.ndarray, n: Optional[int]) -> np.ndarray:

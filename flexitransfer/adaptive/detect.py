@@ -13,23 +13,30 @@ import torch
 import torch.nn.functional as F
 
 from ..models.detectors.text_queries import sample_queries
-from .mixed import _run_block, mixed_tokens
+from .mixed import mixed_tokens
 
 __all__ = ['owl_mixed_forward']
 
 
 def owl_mixed_forward(detector, inputs: torch.Tensor, levels: torch.Tensor, base_patch: int,
                       num_levels: Optional[int] = None, data_samples=None) -> Tuple[torch.Tensor, ...]:
-    """``OWLViTDetector`` over a mixed partition: logits ``(B, N, Q)`` (-inf on padding), boxes
-    ``(B, N, 4)`` (normalised cxcywh of the padded image), the query mask ``(B, Q)`` and the token
-    validity ``(B, N)``; N = the largest token count of the batch. Equal to ``detector._forward`` at
-    p = s for an all-fine partition (and at p = 2s for all-2s)."""
+    """``OWLViTDetector`` over a mixed partition. Equal to ``detector._forward`` at p = s for an all-fine
+    partition (and at p = 2s for all-2s).
+
+    Args:
+        detector (OWLViTDetector): the detector (its backbone's blocks, heads and box prior).
+        inputs (Tensor): images (B, C, H, W).
+        levels, base_patch, num_levels: the partition, as ``mixed_tokens``.
+        data_samples (list, optional): per-image text queries (default: the detector's default ones).
+
+    Returns:
+        tuple[Tensor, ...]: logits ``(B, N, Q)`` (-inf on padding), boxes ``(B, N, 4)`` (normalised cxcywh
+        of the padded image), the query mask ``(B, Q)`` and the token validity ``(B, N)`` (its row sums:
+        the tokens per image); N = the largest token count of the batch.
+    """
     bb = detector.backbone
     mt = mixed_tokens(bb, inputs, levels, base_patch, num_levels)
-    h = mt.tokens
-    for blk in bb.blocks:
-        h = _run_block(bb, blk, h, mt.attn_mask)
-    y = bb.norm(h) if bb.final_norm else h
+    y = bb.run_blocks(mt.tokens, mt.attn_mask, out_indices=(bb.num_layers - 1,))[0]
     feats = detector.layer_norm(y[:, 1:] * y[:, :1])
     names = sample_queries(data_samples, detector.default_queries, inputs.shape[0])
     emb, qmask = detector.encode_queries(names)
@@ -41,5 +48,4 @@ def owl_mixed_forward(detector, inputs: torch.Tensor, levels: torch.Tensor, base
     priors = torch.cat([bh.prior(g, feats.device, feats.dtype) if n else feats.new_zeros(0, 4)
                         for g, n in zip(mt.level_grids, mt.level_slots)])
     boxes = torch.sigmoid(bh.dense2(x) + priors[mt.order])
-    bb.last_num_tokens = mt.num_tokens
     return logits, boxes, qmask, mt.valid

@@ -13,22 +13,24 @@ backbone's ``out_type``:
   ``2**k x 2**k`` cells), NCHW at stride ``s``, so every dense head runs unchanged;
 * ``raw``: the class token followed by the dense map's tokens, ``(B, 1 + Gh*Gw, D)``.
 
-``forward_mixed(backbone, x, levels, s)`` runs one forward for a given level map.
-``use_mixed_patches(model, policy)`` (context manager) or ``set_mixed_policy(model, policy)``
-make every FlexiViT of a task model (classifier, segmentor, ...) run mixed, with the partition
-chosen per batch by ``policy(x)``.
+``forward_mixed(backbone, x, levels, s)`` runs one forward for a given level map: the tokens come from
+``mixed_tokens`` and go through the backbone's own blocks and outputs (``FlexiViT.forward_tokens``).
+``use_mixed_patches(model, policy)`` (context manager) or ``set_mixed_policy(model, policy)`` set the
+``mixed_policy`` of every FlexiViT of a task model (classifier, segmentor, ...): their forwards then run
+mixed, with the partition chosen per batch by ``policy.embed``. The token counts a forward ran are
+returned to whoever asks: ``forward_mixed(..., record=r)``, or ``engine.record_tokens(model)`` around a
+task model's forward.
 """
 from __future__ import annotations
 
 import contextlib
-import types
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
-from ..models.backbones.flexivit import FlexiViT
+from ..engine.patch_size import require_flexi_modules
+from ..models.backbones.flexivit import FlexiViT, TokenRecord, TokenSequence
 from .partition import (allowed_levels, check_partition, level_masks, partition_by_budget,
                         partition_by_threshold, uniform_partition)
 
@@ -37,16 +39,15 @@ __all__ = ['MixedTokens', 'mixed_tokens', 'forward_mixed', 'MixedPatchPolicy', '
 
 
 @dataclass
-class MixedTokens:
-    """The embedded sequence of a batch and how to read it back."""
-    tokens: torch.Tensor                 # (B, P + Nmax, D), P prefix (class) tokens, padded
-    attn_mask: Optional[torch.Tensor]    # (B, 1, 1, P + Nmax) bool key mask (True = real token), None when no padding
-    num_tokens: torch.Tensor             # (B,) patch tokens per image (no class token)
-    cell_index: torch.Tensor             # (B, Gh, Gw) sequence index (incl. prefix) of the token covering each fine cell
-    fine_grid: Tuple[int, int]
-    # which token each sequence position holds: ``order[b, i]`` is a slot of the concatenation of the
-    # levels' full grids (level k's grid ``level_grids[k]``, ``level_slots[k]`` slots: 0 when the batch has
-    # no token at that level); ``valid[b, i]`` is False on padding
+class MixedTokens(TokenSequence):
+    """The embedded sequence of a batch and how to read it back (``TokenSequence``: ``tokens`` padded to
+    the largest count, ``attn_mask`` None when nothing is padded, ``num_tokens`` per image, ``cell_index``
+    into the sequence incl. the prefix, ``grid`` the finest grid).
+
+    Which token each sequence position holds: ``order[b, i]`` is a slot of the concatenation of the
+    levels' full grids (level k's grid ``level_grids[k]``, ``level_slots[k]`` slots: 0 when the batch has
+    no token at that level); ``valid[b, i]`` is False on padding.
+    """
     order: Optional[torch.Tensor] = None
     valid: Optional[torch.Tensor] = None
     level_grids: Optional[List[Tuple[int, int]]] = None
@@ -55,7 +56,19 @@ class MixedTokens:
 
 def mixed_tokens(backbone: FlexiViT, x: torch.Tensor, levels: torch.Tensor, base_patch: int,
                  num_levels: Optional[int] = None, check: bool = True) -> MixedTokens:
-    """Patch + position embedding of a mixed partition (before the blocks)."""
+    """Patch + position embedding of a mixed partition (before the blocks).
+
+    Args:
+        backbone (FlexiViT): embeds each level with its ``embed_patches`` and adds its prefix.
+        x (Tensor): images (B, C, H, W).
+        levels (Tensor): level map (B, H/s, W/s): the level k of the token covering each finest cell.
+        base_patch (int): the finest patch s (level k: patch ``s * 2**k``).
+        num_levels (int, optional): levels of the quadtree; default ``levels.max() + 1``.
+        check (bool): check that ``levels`` is an aligned quadtree partition.
+
+    Returns:
+        MixedTokens: the padded sequence, its key mask and how each cell reads its token back.
+    """
     if x.ndim != 4 or x.shape[1] != backbone.in_channels:
         raise ValueError(f'expected input (B, {backbone.in_channels}, H, W), got {tuple(x.shape)}')
     b, _, h, w = x.shape
@@ -80,9 +93,7 @@ def mixed_tokens(backbone: FlexiViT, x: torch.Tensor, levels: torch.Tensor, base
             embs.append(x.new_zeros(b, 0, backbone.embed_dims))
             keeps.append(masks[k].new_zeros(b, 0))
         else:
-            weight, pos = backbone._resized((p, p), grid)
-            e = F.conv2d(x, weight, backbone.patch_embed.bias, stride=p).flatten(2).transpose(1, 2) + pos
-            embs.append(e)
+            embs.append(backbone.embed_patches(x, (p, p))[0])
             keeps.append(masks[k].flatten(1))
         offsets.append(off)
         grids.append(grid)
@@ -108,61 +119,28 @@ def mixed_tokens(backbone: FlexiViT, x: torch.Tensor, levels: torch.Tensor, base
         slot = torch.where(levels == k, idx_k.expand_as(levels), slot)
     npt = backbone.num_prefix_tokens
     cell_index = torch.gather(inv, 1, slot.flatten(1)).reshape(b, gh, gw) + npt
-    if backbone.cls_token is not None:
-        cls = backbone.cls_token if backbone.cls_pos_embed is None else backbone.cls_token + backbone.cls_pos_embed
-        seq = torch.cat([cls.expand(b, -1, -1), seq], 1)
-    seq = backbone.norm_pre(backbone.pos_drop(seq))
+    seq = backbone.add_prefix(seq)
     attn_mask = None
-    if int(n.min()) != nmax:
-        valid = torch.arange(nmax, device=x.device)[None] < n[:, None]
-        valid = torch.cat([valid.new_ones(b, npt), valid], 1)
-        attn_mask = valid[:, None, None]  # bool, True = attend (SDPA; timm turns it into -inf otherwise; AMP-safe)
     real = torch.arange(nmax, device=x.device)[None] < n[:, None]
-    return MixedTokens(seq, attn_mask, n, cell_index, (gh, gw), order, real, grids, [e.shape[1] for e in embs])
-
-
-def _run_block(backbone, blk, x, attn_mask):
-    if getattr(backbone, 'with_cp', False) and backbone.training and torch.is_grad_enabled():
-        from torch.utils.checkpoint import checkpoint
-        return checkpoint(blk, x, attn_mask, use_reentrant=False)
-    return blk(x, attn_mask=attn_mask)
-
-
-def scatter_dense(y: torch.Tensor, cell_index: torch.Tensor) -> torch.Tensor:
-    """Token outputs ``(B, L, D)`` -> dense map ``(B, D, Gh, Gw)`` on the finest grid."""
-    b, gh, gw = cell_index.shape
-    d = y.shape[-1]
-    dense = torch.gather(y, 1, cell_index.flatten(1)[..., None].expand(-1, -1, d))
-    return dense.transpose(1, 2).reshape(b, d, gh, gw)
+    if int(n.min()) != nmax:
+        valid = torch.cat([real.new_ones(b, npt), real], 1)
+        attn_mask = valid[:, None, None]  # bool, True = attend (SDPA; timm turns it into -inf otherwise; AMP-safe)
+    return MixedTokens(seq, (gh, gw), num_tokens=n, attn_mask=attn_mask, cell_index=cell_index, order=order,
+                       valid=real, level_grids=grids, level_slots=[e.shape[1] for e in embs])
 
 
 def forward_mixed(backbone: FlexiViT, x: torch.Tensor, levels: torch.Tensor, base_patch: int,
-                  num_levels: Optional[int] = None, check: bool = True):
-    """``FlexiViT.forward`` over a mixed partition: a tuple, one entry per ``out_indices`` (see module doc)."""
-    mt = mixed_tokens(backbone, x, levels, base_patch, num_levels, check)
-    backbone.last_grid = mt.fine_grid
-    backbone.last_num_tokens = mt.num_tokens
-    h = mt.tokens
-    last = backbone.num_layers - 1
-    outs = []
-    for i, blk in enumerate(backbone.blocks):
-        h = _run_block(backbone, blk, h, mt.attn_mask)
-        if i not in backbone.out_indices:
-            continue
-        y = backbone.norm(h) if (backbone.final_norm and i == last) else h
-        ot = backbone.out_type
-        if ot == 'cls_token':
-            outs.append(y[:, 0])
-            continue
-        dense = scatter_dense(y, mt.cell_index)
-        if ot == 'avg':
-            outs.append(dense.mean((-2, -1)))
-        elif ot == 'raw':
-            parts = [y[:, :backbone.num_prefix_tokens], dense.flatten(2).transpose(1, 2)]
-            outs.append(torch.cat(parts, 1))
-        else:
-            outs.append([dense, y[:, 0]] if backbone.output_cls_token else dense)
-    return tuple(outs)
+                  num_levels: Optional[int] = None, check: bool = True, record: Optional[TokenRecord] = None):
+    """``FlexiViT.forward`` over a mixed partition (see the module doc).
+
+    Args:
+        backbone, x, levels, base_patch, num_levels, check: as ``mixed_tokens``.
+        record (TokenRecord, optional): gets the finest grid and the patch tokens per image.
+
+    Returns:
+        tuple: one entry per ``out_indices`` of the backbone.
+    """
+    return backbone.forward_tokens(mixed_tokens(backbone, x, levels, base_patch, num_levels, check), record)
 
 
 class MixedPatchPolicy:
@@ -194,47 +172,51 @@ class MixedPatchPolicy:
             return partition_by_threshold(x, self.base_patch, self.threshold, n), n
         return partition_by_budget(x, self.base_patch, self.budget, n), n
 
+    def embed(self, backbone: FlexiViT, x: torch.Tensor) -> MixedTokens:
+        """The mixed sequence of a batch under this policy (``FlexiViT.embed`` calls it when this policy
+        is the backbone's ``mixed_policy``).
+
+        Args:
+            backbone (FlexiViT): the backbone whose embedding is used.
+            x (Tensor): images (B, C, H, W).
+
+        Returns:
+            MixedTokens: see ``mixed_tokens``.
+        """
+        levels, n = self.levels_for(x)
+        # partitions built here are valid by construction; a user's levels_fn is checked
+        return mixed_tokens(backbone, x, levels, self.base_patch, n, check=self.levels_fn is not None)
+
     def __repr__(self):
         what = {k: v for k, v in dict(threshold=self.threshold, budget=self.budget, level=self.level).items()
                 if v is not None}
         return f'MixedPatchPolicy(base_patch={self.base_patch}, num_levels={self.num_levels}, {what})'
 
 
-def _policy_forward(self: FlexiViT, x: torch.Tensor, patch_size=None):
-    policy = self.mixed_policy
-    levels, n = policy.levels_for(x)
-    # partitions built here are valid by construction; a user's levels_fn is checked
-    return forward_mixed(self, x, levels, policy.base_patch, n, check=policy.levels_fn is not None)
-
-
-def _flexi(model: torch.nn.Module) -> List[FlexiViT]:
-    mods = [m for m in model.modules() if isinstance(m, FlexiViT) and not getattr(m, 'lock_patch_size', False)]
-    if not mods:
-        raise ValueError(f'{type(model).__name__} has no FlexiViT backbone to run with mixed patches')
-    return mods
-
-
 def set_mixed_policy(model: torch.nn.Module, policy: Optional[MixedPatchPolicy]) -> None:
-    """Make every (unlocked) FlexiViT in ``model`` run mixed patch sizes under ``policy``; ``None``
-    restores the ordinary uniform-patch forward. The task model's own forward is untouched: its
-    backbone call returns the same structure (class token / pooled vector / stride-s feature maps)."""
-    for m in _flexi(model):
-        if policy is None:
-            m.__dict__.pop('forward', None)
-            m.__dict__.pop('mixed_policy', None)
-        else:
-            m.mixed_policy = policy
-            m.forward = types.MethodType(_policy_forward, m)
+    """Make every (unlocked) FlexiViT in ``model`` run mixed patch sizes under ``policy``.
+
+    The task model's own forward is untouched: its backbone call returns the same structure (class token /
+    pooled vector / stride-s feature maps). A backbone call with an explicit patch size still runs uniform.
+
+    Args:
+        model (nn.Module): a task model or a FlexiViT.
+        policy (MixedPatchPolicy, optional): None restores the ordinary uniform-patch forward.
+    """
+    for m in require_flexi_modules(model, 'to run with mixed patches'):
+        m.mixed_policy = policy
 
 
 def get_mixed_policy(model: torch.nn.Module) -> Optional[MixedPatchPolicy]:
+    """The mixed policy of the first FlexiViT in ``model`` (None: uniform patches, or no FlexiViT)."""
     mods = [m for m in model.modules() if isinstance(m, FlexiViT)]
-    return getattr(mods[0], 'mixed_policy', None) if mods else None
+    return mods[0].mixed_policy if mods else None
 
 
 @contextlib.contextmanager
 def use_mixed_patches(model: torch.nn.Module, policy: MixedPatchPolicy):
-    """``with use_mixed_patches(model, MixedPatchPolicy(8, budget=0.5)): model(x, mode='predict')``."""
+    """``with use_mixed_patches(model, MixedPatchPolicy(8, budget=0.5)): model(x, mode='predict')``; the
+    previous policy comes back on exit."""
     old = get_mixed_policy(model)
     set_mixed_policy(model, policy)
     try:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..benchmark.timing import interleaved_ms
+from ..models.backbones.flexivit import FlexiViT
 from ..reporting import save_figure, write_csv
 from .cascade import CascadeResult, calibrate, confidence, logits_fn_for, save_thresholds, simulate
 from .cost import stage_gflops
@@ -88,7 +89,8 @@ def cascade_study(val: Tuple[torch.Tensor, torch.Tensor], test: Tuple[torch.Tens
                           latency_ms=lat(r), stop_fraction=' '.join(f'{f:.3f}' for f in r.stop_fraction),
                           thresholds=r.thresholds))
     chosen = dict(method='cascade ' + '/'.join(map(str, stage_patches)) +
-                  (f' (target {target_acc}% on val)' if target_acc is not None else f' (budget {budget_gflops} GFLOPs)'),
+                  (f' (target {target_acc}% on val)' if target_acc is not None
+                   else f' (budget {budget_gflops} GFLOPs)'),
                   accuracy=res.accuracy, gflops=res.mean_cost, latency_ms=lat(res),
                   stop_fraction=' '.join(f'{f:.3f}' for f in res.stop_fraction), thresholds=res.thresholds)
     return dict(chosen=chosen, calibration=dict(accuracy=cal.accuracy, gflops=cal.mean_cost, met=cal.met,
@@ -134,7 +136,7 @@ def run_cascade(model, val_batches, test_batches, stage_patches: Sequence[int], 
     all_patches = sorted(set(stage_patches) | set(extra_patches), reverse=True)
     x0 = test_batches[0][0]
     img_hw = tuple(x0.shape[-2:])
-    backbone = next(m for m in model.modules() if m.__class__.__name__ == 'FlexiViT')
+    backbone = next(m for m in model.modules() if isinstance(m, FlexiViT))
     if num_classes is None:
         head = getattr(model, 'head', None)
         num_classes = getattr(head, 'out_features', 0) or 0
@@ -145,7 +147,8 @@ def run_cascade(model, val_batches, test_batches, stage_patches: Sequence[int], 
     study = cascade_study(val, test, stage_patches, all_patches, gflops, latency, target_acc, budget_gflops, score)
     if thresholds_path:
         save_thresholds(thresholds_path, stage_patches, study['thresholds'], score,
-                        target_acc=target_acc, budget_gflops=budget_gflops, val_accuracy=study['calibration']['accuracy'],
+                        target_acc=target_acc, budget_gflops=budget_gflops,
+                        val_accuracy=study['calibration']['accuracy'],
                         val_gflops=study['calibration']['gflops'], img_size=list(img_hw))
     if out_prefix:
         study['files'] = write_study(study, out_prefix)

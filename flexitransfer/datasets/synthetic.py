@@ -113,24 +113,24 @@ def detection_batch(size=96, n: int = 2, queries: Sequence[str] = ('red', 'green
 
 
 def synthetic_batch(model: torch.nn.Module, size, n: int = 2, seed: int = 0) -> dict:
-    """A batch ``model``'s loss accepts, chosen from the model: panoptic (``panoptic_head``: mmdet
-    MaskFormer / Mask2Former), semantic segmentation (``decode_head``: mmseg), open-vocabulary detection
-    (OWLViTDetector), LiT (captions), classification / FlexiDistill (labels)."""
-    kind = type(model).__name__
+    """A batch ``model``'s loss accepts, chosen from what the model has (this module sits below ``models``):
+    panoptic (``panoptic_head``: mmdet MaskFormer / Mask2Former), semantic segmentation (``decode_head``:
+    mmseg), open-vocabulary detection (a ``text_tower`` and a ``box_head``: OWLViTDetector), LiT (a
+    ``text_tower`` without one: captions), classification / FlexiDistill (``num_classes`` and ``head``)."""
     head = getattr(model, 'panoptic_head', None)
     if head is not None:
         return panoptic_batch(size, n, head.num_things_classes, head.num_stuff_classes, seed)
     head = getattr(model, 'decode_head', None)
     if head is not None:
         return seg_batch(size, n, head.num_classes, seed)
-    if kind == 'OWLViTDetector':
+    if hasattr(model, 'text_tower') and hasattr(model, 'box_head'):
         return detection_batch(size, n, tuple(getattr(model, 'default_queries', None) or ('red', 'green', 'blue')),
                                seed)
-    if kind == 'LiT':
+    if hasattr(model, 'text_tower'):
         return caption_batch(size, n, seed)
     clf = getattr(model, 'student', model)
     if hasattr(clf, 'num_classes') and hasattr(clf, 'head'):
         return cls_batch(size, n, clf.num_classes, seed)
     raise NotImplementedError(
-        f'no synthetic batch for {kind}: supported are mmseg segmentors (decode_head), mmdet panoptic models '
+        f'no synthetic batch for {type(model).__name__}: supported are mmseg segmentors (decode_head), mmdet panoptic models '
         f'(panoptic_head), OWLViTDetector, LiT and classifiers; add a builder in flexitransfer/datasets/synthetic.py')

@@ -4,20 +4,61 @@
 those marked ``lock_patch_size = True`` (e.g. a distillation teacher).
 ``draw_patch_size`` is the training draw, seeded by the iteration so that every
 rank of a distributed run picks the same p without communicating.
+``record_tokens`` hands the caller what the FlexiViTs of a task model ran (grid, tokens per image).
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence, Tuple
+import contextlib
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch.nn as nn
 
-from ..models.backbones.flexivit import DEFAULT_PATCH_SIZES, FlexiViT
+from ..models.backbones.flexivit import DEFAULT_PATCH_SIZES, FlexiViT, TokenRecord
 from ..ops import to_2tuple
 
 
-def flexi_modules(model: nn.Module):
+def flexi_modules(model: nn.Module) -> List[FlexiViT]:
+    """The FlexiViTs in ``model`` (itself included) whose patch the engine sets: all but those marked
+    ``lock_patch_size = True``."""
     return [m for m in model.modules() if isinstance(m, FlexiViT) and not getattr(m, 'lock_patch_size', False)]
+
+
+def require_flexi_modules(model: nn.Module, purpose: str) -> List[FlexiViT]:
+    """``flexi_modules(model)``, or a ValueError naming the model and ``purpose`` when there are none."""
+    mods = flexi_modules(model)
+    if not mods:
+        raise ValueError(f'{type(model).__name__} has no FlexiViT backbone {purpose}')
+    return mods
+
+
+@contextlib.contextmanager
+def record_tokens(model: nn.Module) -> Iterator[TokenRecord]:
+    """``with record_tokens(model) as rec: model(x, ...)``: every forward of an (unlocked) FlexiViT of
+    ``model`` inside the block is given ``rec`` (``FlexiViT.forward(..., record=rec)``), so the caller reads
+    the grids and tokens per image it ran (``rec.grids``, ``rec.num_tokens``) without the module keeping any.
+
+    Args:
+        model (nn.Module): a task model or a FlexiViT.
+
+    Yields:
+        TokenRecord: filled in call order.
+    """
+    rec = TokenRecord()
+
+    def give(module, args, kwargs):
+        return args, dict(kwargs, record=rec)
+
+    mods = require_flexi_modules(model, 'to record tokens of')
+    if any('forward' in vars(m) for m in mods):  # e.g. deploy.install_onnx: a graph runs in its place
+        raise ValueError(f'a FlexiViT of {type(model).__name__} runs a replaced forward (an installed ONNX '
+                         'graph?) that takes no record: record the tokens of the PyTorch model')
+    handles = [m.register_forward_pre_hook(give, with_kwargs=True) for m in mods]
+    try:
+        yield rec
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def walk_backbone_cfgs(node, path=()) -> Iterator[Tuple[tuple, dict]]:
@@ -34,14 +75,18 @@ def walk_backbone_cfgs(node, path=()) -> Iterator[Tuple[tuple, dict]]:
 
 
 def set_patch_size(model: nn.Module, patch_size) -> None:
-    mods = flexi_modules(model)
-    if not mods:
-        raise ValueError(f'{type(model).__name__} has no FlexiViT backbone whose patch size can be set')
-    for m in mods:
+    """Set the patch size of every (unlocked) FlexiViT in ``model``.
+
+    Args:
+        model (nn.Module): a task model or a FlexiViT.
+        patch_size (int | tuple[int, int]): the patch its forwards run at.
+    """
+    for m in require_flexi_modules(model, 'whose patch size can be set'):
         m.patch_size = to_2tuple(patch_size)
 
 
 def get_patch_size(model: nn.Module) -> Optional[Tuple[int, int]]:
+    """The patch size of the first (unlocked) FlexiViT in ``model``, None when it has none."""
     mods = flexi_modules(model)
     return mods[0].patch_size if mods else None
 

@@ -13,8 +13,9 @@ Outputs follow mmseg's ``VisionTransformer`` convention: a tuple of NCHW maps
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -55,6 +56,46 @@ def check_patch_size(img_hw: Tuple[int, int], patch: Tuple[int, int]) -> Tuple[i
     return h // ph, w // pw
 
 
+@dataclass
+class TokenSequence:
+    """A token sequence before the blocks, and how its outputs are laid on a grid.
+
+    ``FlexiViT.patchify`` gives the uniform one (the patch tokens are the grid in raster order);
+    ``flexitransfer.adaptive.mixed_tokens`` a mixed partition's (tokens of several patch sizes).
+    """
+    tokens: torch.Tensor                         # (B, P + N, D): P prefix (class) tokens first
+    grid: Tuple[int, int]                        # (Gh, Gw) of the output maps (the finest grid)
+    num_tokens: Optional[torch.Tensor] = None    # (B,) patch tokens per image; None: Gh * Gw each
+    attn_mask: Optional[torch.Tensor] = None     # (B, 1, 1, P + N) bool key mask (True = attend)
+    cell_index: Optional[torch.Tensor] = None    # (B, Gh, Gw) sequence index of the token over each cell
+
+    def tokens_per_image(self) -> torch.Tensor:
+        """Patch tokens per image, (B,) long."""
+        if self.num_tokens is not None:
+            return self.num_tokens
+        return torch.full((self.tokens.shape[0],), self.grid[0] * self.grid[1], dtype=torch.long,
+                          device=self.tokens.device)
+
+
+@dataclass
+class TokenRecord:
+    """What the forwards it was passed to ran: created by the caller, filled by ``FlexiViT.forward``
+    (``record=``) or by every FlexiViT of a task model inside ``engine.record_tokens(model)``."""
+    grids: List[Tuple[int, int]] = field(default_factory=list)      # per forward, the output grid
+    num_tokens: List[torch.Tensor] = field(default_factory=list)    # per forward, (B,) patch tokens
+
+    def add(self, seq: TokenSequence) -> None:
+        """Record one forward's grid and tokens per image."""
+        self.grids.append(tuple(seq.grid))
+        self.num_tokens.append(seq.tokens_per_image().detach())
+
+    def tokens_per_image(self) -> torch.Tensor:
+        """Patch tokens per image over every recorded forward, in call order, (sum of B,) long."""
+        if not self.num_tokens:
+            raise ValueError('nothing recorded: no FlexiViT forward was given this record')
+        return torch.cat([n.cpu() for n in self.num_tokens])
+
+
 @MODELS.register_module()
 class FlexiViT(BaseModule):
     """FlexiViT backbone.
@@ -62,31 +103,62 @@ class FlexiViT(BaseModule):
     In eval / no-grad forwards the resized kernel and position embedding are
     cached per (patch, grid, device, dtype), at most ``max_cached_sizes`` of them.
 
+    Two settings choose what a forward without an explicit ``patch_size`` runs, set by the
+    engine's patch policy as a hook sets a training step's p: ``patch_size`` (uniform
+    patches) and ``mixed_policy`` (None, or an object whose ``embed(backbone, x)`` returns
+    the ``TokenSequence`` of a mixed partition: ``flexitransfer.adaptive.MixedPatchPolicy``,
+    set by ``set_mixed_policy`` / ``use_mixed_patches``). Nothing about a forward is left
+    on the module: its grid and token counts go to the ``TokenRecord`` the caller passes.
+
+    The converters (``tools/convert_weights.py``, a converted checkpoint's
+    ``meta['flexitransfer_backbone']``) return the arguments marked (converter) below: with all
+    of them the backbone reproduces the source network.
+
     Args:
-        arch: 'tiny' | 'small' | 'base' | 'large' or a dict with ``embed_dims``,
-            ``num_layers``, ``num_heads`` (and optionally ``mlp_ratio``).
-        patch_size: patch size used when ``forward`` is given none (int or (h, w)).
-            Hooks and loops set this attribute to change it.
-        base_patch_size: size of the stored kernel (32 in the paper).
-        base_pos_grid: size of the stored position grid (7 in the paper).
-        kernel_resize: 'pi' (default), or a naive baseline 'bilinear' | 'bilinear_aa' | 'area'.
-        pos_resize_antialias: antialias when shrinking the position grid.
-        with_cls_token: prepend a class token.
-        pos_embed_cls: the class token has its own position embedding (CLIP, classic
-            timm ViT); FlexiViT / big_vision add none to it.
-        patch_bias: bias in the patch embedding (False for CLIP).
-        pre_norm: LayerNorm before the blocks (CLIP's ``ln_pre``).
-        final_norm: LayerNorm after the last block, applied to every output.
-        act: 'gelu' | 'gelu_tanh' | 'quick_gelu'.
-        out_indices: block indices (negative from the end) whose outputs are returned.
-        out_type: 'featmap' (NCHW maps, mmseg convention), 'cls_token', 'avg'
+        arch (str | dict): 'tiny' | 'small' | 'base' | 'large' or a dict with ``embed_dims``,
+            ``num_layers``, ``num_heads`` (and optionally ``mlp_ratio``, the MLP width over
+            ``embed_dims``; default 4). (converter)
+        in_channels (int): input channels. Default: 3.
+        patch_size (int | tuple[int, int]): patch size used when ``forward`` is given none.
+            Hooks and loops set this attribute to change it. (owlvit converter: its own patch)
+        base_patch_size (int | tuple[int, int]): size of the stored kernel (32 in the paper). A
+            checkpoint's kernel of another size is PI-resized into it on load; unless that store
+            gives the kernel back at the checkpoint's patch (16 -> 32 -> 16 does not), the load
+            warns with the output error it causes: set it to the checkpoint's patch to load exactly.
+            (converter: the source's patch, or ``--base-patch``)
+        base_pos_grid (int | tuple[int, int]): size of the stored position grid (7 in the
+            paper). A checkpoint's grid of another size is resized bilinearly on load (a smaller
+            store warns as above): set it to the checkpoint's grid to load exactly. (converter)
+        kernel_resize (str): 'pi' (default), or a naive baseline 'bilinear' | 'bilinear_aa' | 'area'.
+        pos_resize_antialias (bool): antialias when shrinking the position grid. Default: True.
+        with_cls_token (bool): prepend a class token. (converter)
+        pos_embed_cls (bool): the class token has its own position embedding (CLIP, classic
+            timm ViT: ``cls_pos_embed``); FlexiViT / big_vision add none to it. (converter)
+        patch_bias (bool): bias in the patch embedding (False for CLIP). (converter)
+        pre_norm (bool): LayerNorm before the blocks (CLIP's ``ln_pre``). (converter)
+        final_norm (bool): LayerNorm after the last block, applied to every output (False for a
+            timm ViT that pools through ``fc_norm``). (converter)
+        act (str): 'gelu' | 'gelu_tanh' | 'quick_gelu' (OpenAI CLIP, OWL-ViT). (converter)
+        mlp_ratio (float, optional): MLP width over ``embed_dims``; overrides ``arch``'s.
+        qkv_bias (bool): bias in the attention's qkv projection. Default: True. (converter)
+        norm_eps (float): LayerNorm epsilon (1e-6 for big_vision / timm, 1e-5 for CLIP).
+            (converter)
+        drop_rate (float): dropout after the position embedding and in the blocks. Default: 0.
+        attn_drop_rate (float): attention dropout. Default: 0.
+        drop_path_rate (float): stochastic depth, rising linearly to this over the blocks. Default: 0.
+        out_indices (int | Sequence[int]): block indices (negative from the end) whose outputs
+            are returned. Default: -1.
+        out_type (str): 'featmap' (NCHW maps, mmseg convention), 'cls_token', 'avg'
             (mean of patch tokens) or 'raw' (all tokens, (B, L, D)).
-        output_cls_token: with 'featmap', return ``[featmap, cls]`` per index (mmseg).
-        pretrained: path of a checkpoint to load in ``init_weights`` (FlexiViT
+        output_cls_token (bool): with 'featmap', return ``[featmap, cls]`` per index (mmseg).
+        pretrained (str, optional): path of a checkpoint to load in ``init_weights`` (FlexiViT
             state dict, big_vision .npz, timm or open_clip file or hub directory,
-            .safetensors or torch; see ``flexitransfer.converters.load_pretrained``).
-        with_cp: activation checkpointing: in training with autograd on, each block's activations
-            are recomputed in backward instead of stored (same outputs and gradients, less memory).
+            .safetensors or torch; see ``flexitransfer.converters.load_pretrained``). The load
+            logs one line (file, format, what was resized from what to what).
+        with_cp (bool): activation checkpointing: in training with autograd on, each block's
+            activations are recomputed in backward instead of stored (same outputs and
+            gradients, less memory).
+        init_cfg (dict, optional): mmengine's initialisation config, used when ``pretrained`` is None.
     """
 
     max_cached_sizes = 32
@@ -133,7 +205,8 @@ class FlexiViT(BaseModule):
             raise ValueError("out_type='cls_token' needs with_cls_token=True")
         if output_cls_token and not with_cls_token:
             raise ValueError('output_cls_token=True needs with_cls_token=True (without a class token the first '
-                             'patch token would be returned as "cls"); set with_cls_token=True or drop output_cls_token')
+                             'patch token would be returned as "cls"); set with_cls_token=True or drop '
+                             'output_cls_token')
         if act not in _ACTS:
             raise ValueError(f'act must be one of {sorted(_ACTS)}, got {act!r}')
 
@@ -181,11 +254,15 @@ class FlexiViT(BaseModule):
                 raise ValueError(f'out index {i} out of range for {self.num_layers} layers')
             self.out_indices.append(j)
         self._resize_cache: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
+        self.mixed_policy = None  # see the class docstring
 
     # ------------------------------------------------------------------ init
     def init_weights(self):
+        """Load ``pretrained`` (one logged line says the file, its format and what was resized into the
+        store; a ``UserWarning`` names the output error of a store that loses what the checkpoint holds,
+        and the argument that avoids it), else mmengine's ``init_cfg``, else ViT's initialisation."""
         if self.pretrained is not None:
-            from ...converters import load_pretrained  # noqa: avoid a cycle at import
+            from ...converters import load_pretrained  # lazy: avoids a cycle at import
             if not os.path.exists(self.pretrained):  # a file or a hub directory (config.json + weights)
                 raise FileNotFoundError(
                     f'FlexiViT pretrained checkpoint not found: {self.pretrained!r}. Download the '
@@ -246,67 +323,178 @@ class FlexiViT(BaseModule):
         patch = to_2tuple(patch_size) if patch_size is not None else self.patch_size
         return check_patch_size(tuple(img_hw), patch)
 
-    def patchify(self, x: torch.Tensor, patch_size=None) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        """Patch + position embedding: tokens (B, [1+]N, D) before the blocks, and the grid."""
+    def embed_patches(self, x: torch.Tensor, patch_size=None) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Patch + position embedding at one patch size, no prefix token.
+
+        Args:
+            x (Tensor): images (B, C, H, W).
+            patch_size (int | tuple[int, int], optional): the patch; default ``self.patch_size``.
+
+        Returns:
+            tuple[Tensor, tuple[int, int]]: the patch tokens (B, Gh*Gw, D) in raster order and the grid.
+        """
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}')
         patch = to_2tuple(patch_size) if patch_size is not None else self.patch_size
         grid = check_patch_size(tuple(x.shape[-2:]), patch)
-        # the grid of the last forward, for one reader: the multi-patch test loop's token count (every
-        # other user computes it from its input with ``grid_size``)
-        self.last_grid = grid
         weight, pos = self._resized(patch, grid)
         x = F.conv2d(x, weight, self.patch_embed.bias, stride=patch)
-        x = x.flatten(2).transpose(1, 2) + pos
+        return x.flatten(2).transpose(1, 2) + pos, grid
+
+    def add_prefix(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The sequence the blocks take from embedded patch tokens.
+
+        Args:
+            tokens (Tensor): patch tokens (B, N, D), in any order and of any patch sizes.
+
+        Returns:
+            Tensor: (B, P + N, D): the class token first (if any), then dropout and the pre-norm.
+        """
         if self.cls_token is not None:
             cls = self.cls_token if self.cls_pos_embed is None else self.cls_token + self.cls_pos_embed
-            x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)
-        return self.norm_pre(self.pos_drop(x)), grid
+            tokens = torch.cat([cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        return self.norm_pre(self.pos_drop(tokens))
+
+    def patchify(self, x: torch.Tensor, patch_size=None) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Patch + position embedding: tokens (B, [1+]N, D) before the blocks, and the grid."""
+        tokens, grid = self.embed_patches(x, patch_size)
+        return self.add_prefix(tokens), grid
+
+    def embed(self, x: torch.Tensor, patch_size=None) -> TokenSequence:
+        """The sequence a forward runs: at ``patch_size`` when given, else the mixed partition of
+        ``mixed_policy`` when one is set, else at ``self.patch_size``.
+
+        Args:
+            x (Tensor): images (B, C, H, W).
+            patch_size (int | tuple[int, int], optional): an explicit patch (uniform tokens).
+
+        Returns:
+            TokenSequence: the tokens before the blocks and how their outputs are laid on the grid.
+        """
+        if patch_size is None and self.mixed_policy is not None:
+            return self.mixed_policy.embed(self, x)
+        tokens, grid = self.patchify(x, patch_size)
+        return TokenSequence(tokens, grid)
 
     @property
     def num_prefix_tokens(self) -> int:
         return int(self.cls_token is not None)
 
     # --------------------------------------------------------------- forward
-    def _run_block(self, blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _run_block(self, blk: nn.Module, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None):
+        args = (x,) if attn_mask is None else (x, attn_mask)
         if self.with_cp and self.training and torch.is_grad_enabled():
-            return checkpoint(blk, x, use_reentrant=False)
-        return blk(x)
+            return checkpoint(blk, *args, use_reentrant=False)
+        return blk(*args)
+
+    def run_blocks(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
+                   out_indices: Optional[Sequence[int]] = None) -> List[torch.Tensor]:
+        """Every block over a token sequence (activation checkpointing as configured).
+
+        Args:
+            x (Tensor): tokens (B, L, D).
+            attn_mask (Tensor, optional): bool key mask (B, 1, 1, L), True = attend (padded batches).
+            out_indices (Sequence[int], optional): blocks whose outputs are kept; default ``out_indices``.
+
+        Returns:
+            list[Tensor]: the tokens after each kept block, (B, L, D); the last block's output
+            passes through the final norm when ``final_norm``.
+        """
+        keep = self.out_indices if out_indices is None else out_indices
+        last = self.num_layers - 1
+        ys = []
+        for i, blk in enumerate(self.blocks):
+            x = self._run_block(blk, x, attn_mask)
+            if i in keep:
+                ys.append(self.norm(x) if (self.final_norm and i == last) else x)
+        return ys
+
+    def tokens_to_outputs(self, ys: Sequence[torch.Tensor], grid: Tuple[int, int],
+                          cell_index: Optional[torch.Tensor] = None) -> tuple:
+        """The forward's outputs (``out_type``) from block outputs.
+
+        Args:
+            ys (Sequence[Tensor]): tokens (B, P + N, D) per out index (``run_blocks``).
+            grid (tuple[int, int]): (Gh, Gw) of the output maps.
+            cell_index (Tensor, optional): (B, Gh, Gw) sequence index of the token covering each cell (a
+                mixed partition: a coarse token fills its cells); None: the N = Gh*Gw patch tokens in raster
+                order.
+
+        Returns:
+            tuple: one entry per out index: the class token (B, D) ('cls_token'); the mean of the grid's
+            tokens (B, D) ('avg'); the prefix and the grid's tokens (B, P + Gh*Gw, D) ('raw'); or the map
+            (B, D, Gh, Gw) ('featmap'), with the class token as ``[map, cls]`` when ``output_cls_token``.
+        """
+        npt, outs = self.num_prefix_tokens, []
+        for y in ys:
+            if self.out_type == 'cls_token':
+                outs.append(y[:, 0])
+                continue
+            if cell_index is None:
+                fmap = y[:, npt:].transpose(1, 2).reshape(y.shape[0], y.shape[-1], *grid)
+            else:
+                b, gh, gw = cell_index.shape
+                cells = torch.gather(y, 1, cell_index.flatten(1)[..., None].expand(-1, -1, y.shape[-1]))
+                fmap = cells.transpose(1, 2).reshape(b, y.shape[-1], gh, gw)
+            if self.out_type == 'featmap':
+                outs.append([fmap, y[:, 0]] if self.output_cls_token else fmap)
+                continue
+            cells = fmap.flatten(2).transpose(1, 2)  # (B, Gh*Gw, D); the patch tokens when uniform
+            if self.out_type == 'avg':
+                outs.append(cells.mean(1))
+            else:
+                outs.append(y if cell_index is None else torch.cat([y[:, :npt], cells], 1))
+        return tuple(outs)
+
+    def forward_tokens(self, seq: TokenSequence, record: Optional[TokenRecord] = None) -> tuple:
+        """The blocks and the outputs over an embedded sequence (``embed``, or a mixed partition's).
+
+        Args:
+            seq (TokenSequence): the sequence and its layout.
+            record (TokenRecord, optional): gets the sequence's grid and tokens per image.
+
+        Returns:
+            tuple: as ``forward``.
+        """
+        if record is not None:
+            record.add(seq)
+        ys = self.run_blocks(seq.tokens, seq.attn_mask)
+        return self.tokens_to_outputs(ys, seq.grid, seq.cell_index)
 
     def forward_features(self, x: torch.Tensor, patch_size=None) -> torch.Tensor:
         """All tokens after the last block and the final norm, (B, [1+]N, D) (timm's name)."""
         x, _ = self.patchify(x, patch_size)
-        for blk in self.blocks:
-            x = self._run_block(blk, x)
-        return self.norm(x)
+        return self.run_blocks(x, out_indices=(self.num_layers - 1,))[0]
 
-    def forward(self, x: torch.Tensor, patch_size=None):
-        b = x.shape[0]
-        x, (gh, gw) = self.patchify(x, patch_size)
-        npt, last = self.num_prefix_tokens, self.num_layers - 1
-        outs = []
-        for i, blk in enumerate(self.blocks):
-            x = self._run_block(blk, x)
-            if i not in self.out_indices:
-                continue
-            y = self.norm(x) if (self.final_norm and i == last) else x
-            if self.out_type == 'raw':
-                outs.append(y)
-            elif self.out_type == 'cls_token':
-                outs.append(y[:, 0])
-            elif self.out_type == 'avg':
-                outs.append(y[:, npt:].mean(dim=1))
-            else:
-                fmap = y[:, npt:].transpose(1, 2).reshape(b, self.embed_dims, gh, gw)
-                outs.append([fmap, y[:, 0]] if self.output_cls_token else fmap)
-        return tuple(outs)
+    def forward(self, x: torch.Tensor, patch_size=None, record: Optional[TokenRecord] = None) -> tuple:
+        """Embed (``embed``), run the blocks and return the outputs (``tokens_to_outputs``).
+
+        Args:
+            x (Tensor): images (B, C, H, W).
+            patch_size (int | tuple[int, int], optional): the patch; default the module's settings
+                (``mixed_policy`` if set, else ``patch_size``).
+            record (TokenRecord, optional): gets this forward's grid and patch tokens per image.
+
+        Returns:
+            tuple: one entry per ``out_indices`` (see ``tokens_to_outputs``).
+        """
+        return self.forward_tokens(self.embed(x, patch_size), record)
 
     # ----------------------------------------------------------------- utils
-    def baked(self, patch_size, img_size) -> 'FlexiViT':
+    def bake(self, patch_size, img_size) -> 'FlexiViT':
         """This network with kernel and position embedding stored at one patch/image size.
 
         The copy does no resize work in forward; at ``patch_size`` on
         ``img_size`` images it computes exactly what this model computes there.
+
+        Args:
+            patch_size (int | tuple[int, int]): the patch to store the kernel at.
+            img_size (int | tuple[int, int]): the input size (H, W) the position grid is stored for;
+                each side must be a multiple of the patch.
+
+        Returns:
+            FlexiViT: a copy (this model is unchanged) whose ``patch_embed`` is a plain p x p convolution
+            and whose ``pos_embed`` is the (H/p, W/p) grid.
         """
         import copy
         patch = to_2tuple(patch_size)
@@ -325,3 +513,7 @@ class FlexiViT(BaseModule):
         other.patch_embed = conv
         other.pos_embed = nn.Parameter(pos.detach().clone())
         return other
+
+    def baked(self, *args, **kwargs):
+        """The old name of :meth:`bake`: raises, naming the new one."""
+        raise AttributeError('FlexiViT.baked was renamed: use FlexiViT.bake(patch_size, img_size)')
