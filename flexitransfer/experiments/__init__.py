@@ -1,8 +1,9 @@
 """The reproductions' shared parts: one copy of each model, data loader and trainer.
 
 ``digits``: the digits FlexiViT, its data and trainer, and the headline figure
-(``tools/reproduce_digits.py``; the parts also serve ``transfer`` and ``adaptive``); ``transfer``: the
-resource-efficient transfer study (``tools/reproduce_transfer.py``); ``adaptive``: the adaptive-compute
-studies (``tools/reproduce_adaptive.py``); ``openvocab``: the open-vocabulary study
+(``tools/reproduce_digits.py``; the parts also serve ``transfer`` and the adaptive studies); ``transfer``:
+the resource-efficient transfer study (``tools/reproduce_transfer.py``); ``adaptive_digits`` and
+``adaptive_seg``: the adaptive-compute studies, with ``adaptive_common`` (tables, figures) between them
+(``tools/reproduce_adaptive.py``); ``openvocab``: the open-vocabulary study
 (``tools/reproduce_openvocab.py``).
 """
