@@ -163,9 +163,9 @@ def results_index(root: str) -> str:
         cmd = re.search(r'Command: (`[^`]+`)', first)
         date = re.search(r'date: ([0-9-]+)', first)
         rows.append([f'[{name}]({name})', cmd.group(1) if cmd else '', date.group(1) if date else ''])
-    return ('# Results\n\nEvery table, CSV and figure the README and the docs quote. Each page starts with the command, '
-            'commit, CPU, thread count and date that produced it; a CSV or PNG belongs to the page of the same '
-            'name (or its folder\'s README.md). This index is written by `python tools/update_docs.py`.\n\n'
+    return ('# Results\n\nEvery table, CSV and figure the README and the docs quote. Each page starts with the '
+            'command, commit, CPU, thread count and date that produced it; a CSV or PNG belongs to the page of the '
+            'same name (or its folder\'s README.md). This index is written by `python tools/update_docs.py`.\n\n'
             + _table(['page', 'command', 'date'], rows))
 
 

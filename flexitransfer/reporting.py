@@ -201,8 +201,8 @@ def draw_labels(draw, labels, img_size, fnt, pad: int = 2):
     W, H = img_size
     placed = []
     for text, (x0, y0, x1, y1), colour in labels:
-        l, t, r, b = fnt.getbbox(text)
-        w, h = r - l + 2 * pad, b - t + 2 * pad
+        left, t, r, b = fnt.getbbox(text)
+        w, h = r - left + 2 * pad, b - t + 2 * pad
         x = min(max(0, x0), max(0, W - w))
         y = y0 - h if y0 - h >= 0 else y0
         for _ in range(len(placed) + 1):
@@ -214,7 +214,7 @@ def draw_labels(draw, labels, img_size, fnt, pad: int = 2):
         placed.append((x, y, x + w, y + h))
         draw.rectangle([x, y, x + w - 1, y + h - 1], fill=colour)
         lum = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
-        draw.text((x + pad - l, y + pad - t), text, fill=(0, 0, 0) if lum > 140 else (255, 255, 255), font=fnt)
+        draw.text((x + pad - left, y + pad - t), text, fill=(0, 0, 0) if lum > 140 else (255, 255, 255), font=fnt)
 
 
 def add_legend(img, entries, fnt, title: Optional[str] = None):

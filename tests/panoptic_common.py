@@ -5,9 +5,8 @@ import os.path as osp
 
 import numpy as np
 import torch
-from mmengine.config import Config
-
 from conftest import ROOT, pan_opts
+from mmengine.config import Config
 
 TINY = 'configs/panoptic/tiny_panoptic_flexi.py'
 REAL = 'configs/panoptic/coco_panoptic_mask2former_flexi_b.py'
@@ -29,8 +28,9 @@ def _scope():
 
 
 def _build_model(cfg):
-    import flexitransfer.models.panoptic  # noqa: F401  (FlexiMask2Former, mmdet registry)
     from mmdet.registry import MODELS
+
+    import flexitransfer.models.panoptic  # noqa: F401  (FlexiMask2Former, mmdet registry)
     _scope()
     return MODELS.build(cfg.model)
 

@@ -5,15 +5,22 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from conftest import randomize
 
-from flexitransfer.adaptive import (MixedPatchPolicy, check_partition, forward_mixed, mixed_tokens,
-                                    partition_by_budget, partition_by_threshold, token_count, uniform_partition,
-                                    use_mixed_patches)
+from flexitransfer.adaptive import (
+    MixedPatchPolicy,
+    check_partition,
+    forward_mixed,
+    mixed_tokens,
+    partition_by_budget,
+    partition_by_threshold,
+    token_count,
+    uniform_partition,
+    use_mixed_patches,
+)
 from flexitransfer.engine import record_tokens
 from flexitransfer.models.backbones import FlexiViT
 from flexitransfer.models.backbones.flexivit import TokenRecord
-
-from conftest import randomize
 
 S = 4     # finest patch
 IMG = 32  # levels 4, 8, 16
@@ -194,6 +201,7 @@ def test_segmentor_uses_mixed_patches():
 
 def test_mixed_hook_draws_per_iteration_and_restores():
     from types import SimpleNamespace
+
     from flexitransfer.adaptive import get_mixed_policy
     from flexitransfer.engine import MixedPartitionHook, draw_mixed_policy
     a, b = draw_mixed_policy(7, [4, 8], seed=1), draw_mixed_policy(7, [4, 8], seed=1)
@@ -261,6 +269,7 @@ def test_calibration_picks_the_cheapest_thresholds(mode):
 
 def test_cascade_extremes_equal_the_single_patch_models(tmp_path):
     from mmengine.registry import MODELS
+
     from flexitransfer.adaptive import FlexiCascade, load_thresholds, save_thresholds
     clf = MODELS.build(dict(type='FlexiImageClassifier', num_classes=5, head_zero_init=False,
                             backbone=dict(type='FlexiViT', arch=dict(embed_dims=32, num_layers=2, num_heads=2),
@@ -300,7 +309,9 @@ def test_mixed_hook_builds_from_a_config():
 def test_cascade_study_writes_table_plot_and_thresholds(tmp_path):
     """What tools/cascade.py runs, on a random tiny classifier: calibration split, test split, files."""
     import json
+
     from mmengine.registry import MODELS
+
     from flexitransfer.adaptive.run import run_cascade
     clf = MODELS.build(dict(type='FlexiImageClassifier', num_classes=4, head_zero_init=False,
                             backbone=dict(type='FlexiViT', arch=dict(embed_dims=32, num_layers=2, num_heads=2),
@@ -331,6 +342,7 @@ def test_mixed_forward_with_checkpointing_same_gradients():
 
 def test_owl_detector_one_box_per_token_with_its_own_prior():
     from mmdet.registry import MODELS
+
     from flexitransfer.adaptive.detect import owl_mixed_forward
     det = MODELS.build(dict(
         type='OWLViTDetector', templates=('{}',), default_queries=('red', 'blue'),
@@ -352,7 +364,7 @@ def test_owl_detector_one_box_per_token_with_its_own_prior():
         logits, boxes, _, valid = owl_mixed_forward(det, x, lv, S, 3)
     assert valid.sum(1).tolist() == [40, 4] and torch.isinf(logits[1, 4:]).all()
     eps = 1e-4
-    f = lambda v: (v + eps) / (1 + 2 * eps)  # noqa: E731  sigmoid(logit prior), see test_owlvit_oracle
+    f = lambda v: (v + eps) / (1 + 2 * eps)
     got = sorted(tuple(float(v) for v in b) for b in boxes[0])
     want = []
     for k in range(3):
@@ -367,10 +379,9 @@ def test_owl_detector_one_box_per_token_with_its_own_prior():
 
 # ----------------------------------------------------------------------------- every task; LiT; ONNX
 def _tiny_lit():
+    from conftest import ROOT
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
-
-    from conftest import ROOT
     cfg = Config.fromfile(f'{ROOT}/configs/retrieval/tiny_lit_flexi.py')
     init_default_scope('mmengine')
     lit = MODELS.build(dict(cfg.model, zero_shot=dict(classnames=['red', 'green', 'blue', 'yellow'],
@@ -381,11 +392,11 @@ def _tiny_lit():
 def test_mixed_patches_in_panoptic_and_lit():
     """The partition with every cell fine gives the plain forward at p = s for Mask2Former's outputs and
     LiT's image embedding; every cell coarse gives LiT's p = 2s embedding."""
+    from conftest import ROOT
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
     import flexitransfer.models.panoptic  # noqa: F401
-    from conftest import ROOT
     from flexitransfer.engine import set_patch_size
     cfg = Config.fromfile(f'{ROOT}/configs/panoptic/tiny_panoptic_flexi.py')
     init_default_scope('mmdet')
@@ -490,6 +501,7 @@ def test_study_figures_have_few_series_and_seg_miou_is_mmsegs(tmp_path):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
     from flexitransfer.experiments.adaptive_common import draw_uniform, draw_variants, pareto_front, write_rows
     from flexitransfer.experiments.adaptive_seg import miou_percent
     rng = np.random.default_rng(0)

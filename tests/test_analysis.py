@@ -10,9 +10,21 @@ import torch
 import torch.nn as nn
 from conftest import randomize, run_tool
 
-from flexitransfer.analysis import (MinibatchCKA, common_grid, correspondence, hsic_unbiased, layer_names,
-                                    linear_cka, pooled_rows, query_attention, record, region_of_tokens, rollout,
-                                    to_pixels, token_map)
+from flexitransfer.analysis import (
+    MinibatchCKA,
+    common_grid,
+    correspondence,
+    hsic_unbiased,
+    layer_names,
+    linear_cka,
+    pooled_rows,
+    query_attention,
+    record,
+    region_of_tokens,
+    rollout,
+    to_pixels,
+    token_map,
+)
 from flexitransfer.engine import set_patch_size
 from flexitransfer.models.backbones import FlexiViT
 

@@ -1,13 +1,12 @@
 import pytest
 import torch
+from conftest import randomize
 from mmengine.registry import MODELS as ENGINE_MODELS
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
 from timm.models.vision_transformer import VisionTransformer
 
 import flexitransfer.models.backbones.flexivit as fv
 from flexitransfer.models.backbones import FlexiViT
-
-from conftest import randomize
 
 
 def _timm_at_patch(m: FlexiViT, p: int, img: int = 240) -> VisionTransformer:

@@ -14,14 +14,13 @@ import warnings
 
 import pytest
 import torch
+from conftest import ROOT, randomize
 from safetensors.torch import save_file
+from test_backbone import _timm_at_patch
+from test_converters import write_big_vision_npz
 
 from flexitransfer.converters import CheckpointError, convert_checkpoint, convert_timm, detect_format, read_checkpoint
 from flexitransfer.models.backbones import FlexiViT
-
-from conftest import ROOT, randomize
-from test_backbone import _timm_at_patch
-from test_converters import write_big_vision_npz
 
 DIMS, HEADS = 96, 3  # heads != DIMS // 64: they must come from --num-heads or the hub config
 

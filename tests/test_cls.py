@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, data_opts, run_tool
 from mmengine.config import Config
 from mmengine.registry import MODELS
 
@@ -13,8 +14,6 @@ from flexitransfer.datasets import CIFARDataset, ImageFolderDataset, make_cifar_
 from flexitransfer.engine import RandomPatchSizeHook
 from flexitransfer.evaluation import topk_accuracy
 from flexitransfer.models.classifiers.distill import kl_distill_loss
-
-from conftest import ROOT, data_opts, run_tool
 
 
 def _brute_topk(scores, labels, k):
@@ -85,14 +84,16 @@ def _test_table(cfg, ckpt, work, root, patches, *extra):
 @pytest.fixture(scope='module')
 def trained_teacher(tmp_path_factory, cls_data):
     work = str(tmp_path_factory.mktemp('teacher'))
-    run_tool('tools/train.py', 'configs/cls/tiny_cls_vit_p6.py', '--work-dir', work, '--cfg-options', *data_opts(cls_data, 2))
+    run_tool('tools/train.py', 'configs/cls/tiny_cls_vit_p6.py', '--work-dir', work,
+             '--cfg-options', *data_opts(cls_data, 2))
     return osp.join(work, 'epoch_8.pth')
 
 
 def test_tiny_classifier_accuracy_at_several_patches(tmp_path, cls_data):
     """4 balanced classes: chance is 25%. Require > 85% at p = 6, 12 and 30."""
     work = str(tmp_path)
-    run_tool('tools/train.py', 'configs/cls/tiny_cls_flexi.py', '--work-dir', work, '--cfg-options', *data_opts(cls_data, 2))
+    run_tool('tools/train.py', 'configs/cls/tiny_cls_flexi.py', '--work-dir', work,
+             '--cfg-options', *data_opts(cls_data, 2))
     acc = _test_table('configs/cls/tiny_cls_flexi.py', osp.join(work, 'epoch_8.pth'), work, cls_data, [6, 12, 30])
     assert set(acc) == {'6', '12', '30'} and min(acc.values()) > 85, acc
 

@@ -3,13 +3,12 @@ import glob
 import os.path as osp
 
 import pytest
+from conftest import ROOT
 from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope, init_default_scope
 
 from flexitransfer.deploy import walk_backbone_cfgs
 from flexitransfer.engine import flexi_modules
-
-from conftest import ROOT
 
 CONFIGS = sorted(p for p in glob.glob(osp.join(ROOT, 'configs', '*', '*.py')) if '/_base_/' not in p)
 

@@ -5,13 +5,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ROOT, randomize
 from timm.models.vision_transformer import VisionTransformer, _load_weights
 
-from flexitransfer.converters import (convert_big_vision, convert_open_clip, convert_timm, detect_format,
-                                      load_pretrained, save_converted)
+from flexitransfer.converters import (
+    convert_big_vision,
+    convert_open_clip,
+    convert_timm,
+    detect_format,
+    load_pretrained,
+    save_converted,
+)
 from flexitransfer.models.backbones import FlexiViT
-
-from conftest import ROOT, randomize
 
 D, L, H, MLP = 64, 2, 4, 128
 
@@ -19,7 +24,7 @@ D, L, H, MLP = 64, 2, 4, 128
 def write_big_vision_npz(path, patch=32, grid=7, num_classes=10, seed=0):
     """A FlexiViT checkpoint exactly as big_vision saves it: flat '/'-joined names, HWIO kernels."""
     rng = np.random.default_rng(seed)
-    r = lambda *s: (rng.standard_normal(s) * 0.2).astype(np.float32)  # noqa: E731
+    r = lambda *s: (rng.standard_normal(s) * 0.2).astype(np.float32)
     p = {'embedding/kernel': r(patch, patch, 3, D), 'embedding/bias': r(D), 'cls': r(1, 1, D),
          'pos_embedding': r(1, grid * grid, D), 'Transformer/encoder_norm/scale': 1 + r(D),
          'Transformer/encoder_norm/bias': r(D), 'head/kernel': r(D, num_classes), 'head/bias': r(num_classes)}
@@ -158,6 +163,7 @@ def _load(path, **kw):
     """FlexiViT(pretrained=path, **kw).init_weights(): (model, its load lines, the warnings raised)."""
     import logging
     import warnings
+
     from mmengine.logging import MMLogger
     lines = []
     handler = logging.Handler()
@@ -238,10 +244,12 @@ def test_every_argument_a_converter_returns_is_documented(tmp_path, timm_b16):
     prints and a converted checkpoint's meta holds), and every __init__ argument."""
     import inspect
     import re
+
     import timm
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
-    from flexitransfer.converters import convert_checkpoint, convert_owlvit, read_checkpoint
     from test_owlvit_oracle import _hf_owlvit
+
+    from flexitransfer.converters import convert_checkpoint, convert_owlvit, read_checkpoint
     kws = [convert_big_vision(str(write_big_vision_npz(tmp_path / 'bv.npz')))[1],
            convert_checkpoint(read_checkpoint(timm_b16['path']))[1]]
     for args in (dict(pre_norm=True, qkv_bias=False), dict(class_token=False, global_pool='avg')):

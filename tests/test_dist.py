@@ -11,9 +11,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from mmengine.structures import BaseDataElement
-
 from conftest import ROOT, data_opts
+from mmengine.structures import BaseDataElement
 
 PROBE = '''
 import json, os

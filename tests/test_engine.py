@@ -10,11 +10,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import ROOT
 
 from flexitransfer.engine import RandomPatchSizeHook, draw_patch_size, format_patch_table, set_patch_size
 from flexitransfer.models.backbones import DEFAULT_PATCH_SIZES, FlexiViT
-
-from conftest import ROOT
 
 
 def test_draw_is_a_function_of_seed_and_iteration():

@@ -5,7 +5,6 @@ import math
 import os.path as osp
 
 import torch
-
 from conftest import ROOT, run_tool
 
 from flexitransfer.benchmark.gpu_check import sdpa_backends, weight_file_options

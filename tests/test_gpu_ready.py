@@ -15,9 +15,8 @@ import os.path as osp
 
 import pytest
 import torch
-from mmengine.config import Config
-
 from conftest import ROOT, randomize
+from mmengine.config import Config
 
 import flexitransfer.models.layers.deform_attn as da
 from flexitransfer.models import FlexiViT
@@ -119,6 +118,7 @@ def _scope(scope):
 
 def _build(path, scope, **model_changes):
     from mmengine.registry import MODELS
+
     import flexitransfer.models.panoptic  # noqa: F401  (FlexiMask2Former in mmdet's registry)
     cfg = Config.fromfile(osp.join(ROOT, path))
     cfg.model.update(model_changes)
@@ -233,6 +233,7 @@ def test_bf16_training_step_on_cpu():
     """tools/train.py --amp's optimizer wrapper on the tiny segmenter: one train_step runs under bf16
     autocast (the blocks' linears compute in bf16), the loss is finite, parameters (fp32) move."""
     from mmengine.optim import build_optim_wrapper
+
     from flexitransfer.datasets.synthetic import seg_batch
     from flexitransfer.engine import CPUAmpOptimWrapper
     args = argparse.Namespace(config=osp.join(ROOT, TINY_SEG), launcher='none', cfg_options=None, work_dir='w',
@@ -301,7 +302,8 @@ def test_measure_train_step_in_process():
         25 * row['images_per_s'], rel=1e-2)
 
 
-@pytest.mark.parametrize('config,tokens', [('configs/cls/tiny_cls_flexi.py', 25), ('configs/retrieval/tiny_lit_flexi.py', 25),
+@pytest.mark.parametrize('config,tokens', [('configs/cls/tiny_cls_flexi.py', 25),
+                                            ('configs/retrieval/tiny_lit_flexi.py', 25),
                                             ('configs/det/tiny_owl_det.py', 64)])
 def test_measure_train_step_every_task(config, tokens):
     """benchmark_train takes any config: classification, LiT and detection get batches of their own kind

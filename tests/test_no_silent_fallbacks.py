@@ -5,10 +5,10 @@ import os.path as osp
 
 import pytest
 import torch
+from conftest import ROOT, randomize, run_tool
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
-from conftest import ROOT, randomize, run_tool
 from flexitransfer.models.backbones import FlexiViT
 
 TINY_ARCH = dict(embed_dims=32, num_layers=1, num_heads=2)

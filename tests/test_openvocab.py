@@ -9,14 +9,13 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import flexitransfer  # noqa: F401
 from flexitransfer.datasets.toy.coco_instances import make_coco_shape_instances_like
 from flexitransfer.evaluation.open_vocab import box_ap, detect_dataset, shuffle_scores
-
-from conftest import ROOT
 
 CONFIGS = [osp.join(ROOT, 'configs', 'det', f) for f in ('tiny_owl_openvocab.py', 'tiny_owl_openvocab_colour.py')]
 

@@ -3,8 +3,14 @@ import torch
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
 
-from flexitransfer.ops import (bilinear_matrix, clear_caches, kernel_resize_matrix, pi_resize_matrix, resize_patch_embed,
-                               resize_pos_embed)
+from flexitransfer.ops import (
+    bilinear_matrix,
+    clear_caches,
+    kernel_resize_matrix,
+    pi_resize_matrix,
+    resize_patch_embed,
+    resize_pos_embed,
+)
 
 
 def _token(x, w):
@@ -19,7 +25,7 @@ def test_pi_resize_exact_when_upsampling(old, new):
     x = torch.randn(4, 3, old, old, dtype=torch.float64)
     x_up = F.interpolate(x, size=(new, new), mode='bilinear', align_corners=False, antialias=False)
     ref = _token(x, w)
-    rel = lambda a: ((a - ref).norm() / ref.norm()).item()  # noqa: E731
+    rel = lambda a: ((a - ref).norm() / ref.norm()).item()
     assert rel(_token(x_up, resize_patch_embed(w, new, 'pi'))) < 1e-5
     # the naive baseline is not exact: plain bilinear resize scales tokens by ~(new/old)^2
     assert rel(_token(x_up, resize_patch_embed(w, new, 'bilinear'))) > 0.3
@@ -52,7 +58,7 @@ def test_pi_resize_downsampling_is_least_squares():
     w = torch.randn(1, 1, 16, 16, dtype=torch.float64)
     wn = resize_patch_embed(w, 8)
     b = bilinear_matrix(16, 8)
-    loss = lambda v: ((b.T @ v.reshape(-1) - w.reshape(-1)) ** 2).sum()  # noqa: E731
+    loss = lambda v: ((b.T @ v.reshape(-1) - w.reshape(-1)) ** 2).sum()
     base = loss(wn)
     for _ in range(5):
         assert loss(wn + 1e-3 * torch.randn_like(wn)) > base

@@ -2,6 +2,7 @@
 converted into our OWLViTDetector gives the same logits and boxes; the box prior per grid."""
 import pytest
 import torch
+from conftest import randomize
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 
@@ -9,8 +10,6 @@ import flexitransfer  # noqa: F401
 from flexitransfer.converters import convert_owlvit
 from flexitransfer.engine import record_tokens
 from flexitransfer.models.heads import box_bias
-
-from conftest import randomize
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -131,7 +130,7 @@ def test_zero_box_mlp_gives_grid_priors_on_padded_non_square_image(patch, centre
     off = 1.0 if centre == 'corner' else 0.5
     ys, xs = torch.meshgrid((torch.arange(gh) + off) / gh, (torch.arange(gw) + off) / gw, indexing='ij')
     eps = 1e-4  # sigmoid(log(x + eps) - log1p(eps - x)) == (x + eps) / (1 + 2 eps), exactly
-    f = lambda v: (v + eps) / (1 + 2 * eps)  # noqa: E731
+    f = lambda v: (v + eps) / (1 + 2 * eps)
     want = torch.stack([f(xs), f(ys), f(torch.full_like(xs, 1 / gw)), f(torch.full_like(ys, 1 / gh))], -1)
     assert boxes.shape == (2, gh * gw, 4)
     assert (boxes - want.reshape(1, -1, 4)).abs().max() < 1e-6

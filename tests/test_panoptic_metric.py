@@ -1,14 +1,13 @@
 """Panoptic quality through the project's dataset -> metric path (mmdet's CocoPanopticDataset and
 CocoPanopticMetric, panopticapi-lite on numpy 2) against an independent brute-force PQ; the toy
 COCO-panoptic format."""
+from panoptic_common import TINY, _cfg, _val_dataset, evaluate_predictions, read_ids
+
 import json
 import os.path as osp
 
 import numpy as np
 import pytest
-
-from panoptic_common import (TINY, _cfg, _val_dataset,
-                             evaluate_predictions, read_ids)
 
 
 # ----------------------------------------------------------------------------- PQ: brute force oracle

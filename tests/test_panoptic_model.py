@@ -1,6 +1,8 @@
 """Mask2Former (mmdet) on FlexiViT: forward and loss at two patch sizes, the tiny config end to end
 (PQ against a trivial baseline at three patch sizes), deploy at p = 8, the overlay tool, the real
 ViT-B config for one training iteration."""
+from panoptic_common import PAPER_PATCHES, REAL, TINY, _build_model, _cfg, _val_dataset, evaluate_predictions, read_ids
+
 import json
 import os
 import os.path as osp
@@ -9,11 +11,8 @@ import re
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
-
 from conftest import pan_opts, run_tool
-from panoptic_common import (PAPER_PATCHES, REAL, TINY, _build_model, _cfg, _val_dataset,
-                             evaluate_predictions, read_ids)
+from mmengine.config import Config
 
 
 # ----------------------------------------------------------------------------- Mask2Former on FlexiViT
@@ -146,6 +145,7 @@ def test_real_config_one_training_iteration(tmp_path):
     of the COCO panoptic layout (two 96 x 128 images; the 960 LSJ crop and pad shrunk to 96, 1024 sampled
     points per mask instead of 12544 to keep the CPU time small)."""
     from mmengine.runner import Runner
+
     from flexitransfer.datasets.toy.coco_panoptic import make_coco_panoptic_like
     root = make_coco_panoptic_like(str(tmp_path / 'coco'), num_train=2, num_val=1, size=(96, 128)) + '/'
     cfg = _cfg(REAL)

@@ -1,12 +1,12 @@
 """The stride-aware simple feature pyramid: exact level sizes at every patch size, ViTDet at p = 16,
 every parameter used, resolvable from mmdet and mmseg configs."""
 
+from panoptic_common import PAPER_PATCHES
+
 import pytest
 import torch
 import torch.nn as nn
-
 from conftest import randomize
-from panoptic_common import (PAPER_PATCHES)
 
 
 # ----------------------------------------------------------------------------- the neck
@@ -109,6 +109,7 @@ def test_neck_resolves_from_mmdet_and_mmseg_configs():
     from mmdet.registry import MODELS as DET
     from mmengine.registry import DefaultScope, init_default_scope
     from mmseg.registry import MODELS as SEG
+
     from flexitransfer.models.necks import StrideAwareSimpleFPN
     cfg = dict(type='StrideAwareSimpleFPN', in_channels=32, out_channels=16)
     for scope, reg in (('mmdet', DET), ('mmseg', SEG)):

@@ -11,12 +11,11 @@ import sys
 import pytest
 import torch
 import torch.nn as nn
+from conftest import ROOT
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
-
-from conftest import ROOT
 from test_engine import _iter_of, _latest, wait_for
 
 SEG = [sys.executable, 'tools/train.py', 'configs/seg/tiny_seg_flexi.py']

@@ -10,7 +10,6 @@ import os.path as osp
 
 import pytest
 import torch
-
 from conftest import data_opts, det_opts, pan_opts, run_tool
 
 

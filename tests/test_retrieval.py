@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ROOT
 from mmengine.config import Config
 from mmengine.registry import MODELS
 from mmengine.structures import BaseDataElement
 
 from flexitransfer.datasets import CaptionDataset, make_coco_captions_like
 from flexitransfer.evaluation import retrieval_metrics
-
-from conftest import ROOT
 
 
 def _brute(sim, owner, ks):

@@ -4,9 +4,8 @@ import os.path as osp
 
 import pytest
 import torch
-from mmengine.config import Config, ConfigDict
-
 from conftest import ROOT, data_opts, run_tool
+from mmengine.config import Config, ConfigDict
 
 TINY = 'configs/seg/tiny_seg_flexi.py'
 
@@ -74,6 +73,7 @@ def test_real_ade20k_config_one_training_iteration(tmp_path, config):
     (FlexiViT-B, stride-aware pyramid, UPerHead) as shipped (480 crops, ADE20k loader with
     reduce_zero_label) on a miniature ADEChallengeData2016 folder."""
     from mmengine.runner import Runner
+
     from flexitransfer.datasets import make_ade20k_like
     root = make_ade20k_like(str(tmp_path / 'ADEChallengeData2016'), num_train=2, num_val=1, size=(300, 400))
     cfg = Config.fromfile(osp.join(ROOT, 'configs/seg', config))

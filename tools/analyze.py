@@ -26,9 +26,9 @@ Outputs in --out (default work_dirs/analysis/<config>; --docs: docs/results/anal
   with its chance level; correspondence.png / correspondence_maps.csv: the similarity of the
   --ref token at --query (fractions of height, width) to every token at each p.
 """
-import argparse
-
 import _bootstrap  # noqa: F401
+
+import argparse
 
 WHAT = ('cka', 'attention', 'correspondence')  # flexitransfer.analysis.sweep.WHAT (not imported: --help stays fast)
 DOCS_OUT = 'docs/results/analysis'

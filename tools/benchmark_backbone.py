@@ -5,14 +5,15 @@ baked in (``FlexiViT.baked``), per patch size, measured in one process, interlea
 
 Prints a Markdown table with the median times and the ratio flexible / baked (goal <= 1.05).
 """
+import _bootstrap  # noqa: F401
+
 import argparse
 import statistics
 
-import _bootstrap  # noqa: F401
 import torch
 
-from flexitransfer.models.backbones import DEFAULT_PATCH_SIZES, FlexiViT
 from flexitransfer.benchmark.timing import interleaved_median_ms
+from flexitransfer.models.backbones import DEFAULT_PATCH_SIZES, FlexiViT
 
 
 def main():

@@ -9,10 +9,10 @@ a Markdown table, a CSV and a bar chart (see ``flexitransfer/benchmark/jobs.py``
 otherwise idle machine: other jobs are exactly what it measures. ``--spin N ...`` adds the settings
 ``spin-N`` (GOMP_SPINCOUNT=N, threads as by default): how the default spin count was chosen.
 """
+import _bootstrap  # noqa: F401
+
 import argparse
 import os.path as osp
-
-import _bootstrap  # noqa: F401
 
 from flexitransfer.benchmark.jobs import SETTINGS, WORK_ROOT, benchmark_jobs
 

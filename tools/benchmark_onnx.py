@@ -21,10 +21,11 @@ runtime >= 90 % of the GEMM rate at p <= 16 incl. p = 8 and >= 1.3x eager at eve
 int8 >= 2x eager at every patch. torch and ONNX Runtime use the same --threads; ONNX Runtime's
 threads do not spin between calls.
 """
+import _bootstrap  # noqa: F401
+
 import argparse
 import tempfile
 
-import _bootstrap  # noqa: F401
 import torch
 
 from flexitransfer.deploy.speed import DEFAULT_RUNTIMES, RUNTIMES, compare, goals, header, load_average

@@ -11,9 +11,10 @@ and with activation checkpointing in the FlexiViT blocks. Memory: CUDA ``max_mem
 a CPU the peak RSS, and the peak minus the RSS after building model, optimizer state and inputs.
 Prints a Markdown table, writes a CSV (see ``flexitransfer/benchmark/train.py``).
 """
+import _bootstrap  # noqa: F401
+
 import argparse
 
-import _bootstrap  # noqa: F401
 from mmengine.config import DictAction
 
 from flexitransfer.benchmark.train import benchmark_train

@@ -10,11 +10,12 @@ this process, weighted by the fraction of images reaching each stage), the fract
 stage, and OUT.{md,csv,png}: a Pareto table / plot against every single fixed patch size. The
 thresholds go to CKPT's directory as ``<ckpt stem>.cascade.json`` (``--thresholds`` to change).
 """
+import _bootstrap  # noqa: F401
+
 import argparse
 import json
 import os.path as osp
 
-import _bootstrap  # noqa: F401
 import torch
 from mmengine.runner import Runner
 
@@ -37,7 +38,8 @@ def main():
     ap.add_argument('--thresholds', help='where the thresholds JSON goes (default beside the checkpoint)')
     ap.add_argument('--latency-runs', type=int, default=20, help='0 skips the latency measurement')
     ap.add_argument('--onnx', action='store_true',
-                    help='also deploy the cascade through ONNX (one graph per stage, beside the thresholds) and check it')
+                    help='also deploy the cascade through ONNX (one graph per stage, beside the thresholds) '
+                         'and check it')
     ap.add_argument('--exporter', choices=['dynamo', 'torchscript'], default='dynamo')
     ap.add_argument('--device', default='cpu')
     a = ap.parse_args()
@@ -61,7 +63,8 @@ def main():
     study = run_cascade(model, val, test, a.patch, a.target_acc, a.budget_gflops, a.score, out, thr_path,
                         a.latency_runs, extra_patches=a.compare or ())
     cal = study['calibration']
-    print(f'calibrated on the {split} ({study["n_val"]} images): thresholds {[round(t, 4) for t in study["thresholds"]]} '
+    print(f'calibrated on the {split} ({study["n_val"]} images): '
+          f'thresholds {[round(t, 4) for t in study["thresholds"]]} '
           f'({a.score}); there top-1 {cal["accuracy"]:.2f}% at {cal["gflops"]:.4g} GFLOPs'
           + ('' if cal['met'] else ' -- the goal was NOT reachable; closest kept'))
     print(f'test ({study["n_test"]} images):\n' + study_table(study))

@@ -17,10 +17,10 @@ causes there.
 Prints one line: the file written, the source and its format, what was resized, the FlexiViT
 arguments to build it with.
 """
+import _bootstrap  # noqa: F401
+
 import argparse
 import sys
-
-import _bootstrap  # noqa: F401
 
 
 def main():

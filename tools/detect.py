@@ -6,11 +6,12 @@
 The model comes from the config (its test pipeline resizes / pads the image); the queries
 replace its default queries; ``--patch`` sets the patch size (any p dividing the padded image).
 """
+import _bootstrap  # noqa: F401
+
 import argparse
 import os
 import os.path as osp
 
-import _bootstrap  # noqa: F401
 from PIL import Image, ImageDraw
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),

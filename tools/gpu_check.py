@@ -10,11 +10,11 @@ iteration, two patches); ``--device cpu --tiny`` runs in the test suite. TASK is
 retrieval, panoptic, det (CKPT 'random': seeded random weights); NAME one of segmenter, upernet,
 mask2former, owlvit, lit, cls, flexidistill. See flexitransfer/benchmark/gpu_check.py.
 """
+import _bootstrap  # noqa: F401
+
 import argparse
 import shlex
 import sys
-
-import _bootstrap  # noqa: F401
 
 
 def main():

@@ -4,9 +4,10 @@ flexitransfer/datasets/toy/).
     python tools/make_toy_data.py KIND [--root DIR] [--num-train N] [--num-val N] [--size H W] [--seed S]
     python tools/make_toy_data.py --list
 """
+import _bootstrap  # noqa: F401
+
 import argparse
 
-import _bootstrap  # noqa: F401
 from flexitransfer.datasets.toy import TOY_DATASETS
 
 

@@ -11,11 +11,12 @@ sets the factor), with a legend of the classes present. ``--alpha 1`` writes the
 ``--save-ids`` also writes DIR/<image>_p<P>_ids.png in the COCO panoptic PNG encoding
 (id = R + 256 G + 256^2 B, id = label + 1000 * instance, 0 = VOID).
 """
+import _bootstrap  # noqa: F401
+
 import argparse
 import os
 import os.path as osp
 
-import _bootstrap  # noqa: F401
 import numpy as np
 from PIL import Image
 

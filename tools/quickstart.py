@@ -10,6 +10,8 @@ OUT.md / OUT.csv, and each task's whole test table as OUT_<task>.md / .csv (defa
 where the rows of this machine replace its earlier rows and other machines' rows are kept). The
 README's "What you should see" table quotes that file: the range of each number over the machines.
 """
+import _bootstrap  # noqa: F401
+
 import argparse
 import csv
 import json
@@ -18,8 +20,6 @@ import os.path as osp
 import subprocess
 import sys
 import time
-
-import _bootstrap  # noqa: F401
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # task: (toy data kind, config, checkpoint, patches, metric column of tools/test.py's table, its name here)

@@ -12,10 +12,10 @@ Writes OUT.md / .csv, OUT.png (the adaptive variants against the uniform Pareto 
 OUT_uniform.png (the uniform patches) with OUT = --out/digits and --out/seg (default under
 work_dirs/reproduce_adaptive; --docs: docs/results/adaptive_digits and docs/results/adaptive_seg).
 """
+import _bootstrap  # noqa: F401
+
 import argparse
 import os.path as osp
-
-import _bootstrap  # noqa: F401
 
 from flexitransfer.experiments.adaptive_common import write_study
 from flexitransfer.experiments.adaptive_digits import digits_study

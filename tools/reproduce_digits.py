@@ -20,9 +20,9 @@ One thread by default (``--threads``), whatever the machine: the README's table 
 on this model were measured at one thread, and another thread count sums in another order (other bits).
 The model is small enough that more threads barely help.
 """
-import argparse
-
 import _bootstrap  # noqa: F401
+
+import argparse
 
 DOCS_OUT = 'docs/results/reproduce_digits'
 

@@ -8,10 +8,10 @@ Prints a Markdown table and writes OUT.md (headed by the command, commit, CPU, t
 OUT.csv and OUT.png (AP x 100; mean over seeds, min-max). OUT is relative to the repository root
 (default work_dirs/openvocab/openvocab; --docs: docs/results/openvocab, the README's).
 """
+import _bootstrap  # noqa: F401
+
 import argparse
 import sys
-
-import _bootstrap  # noqa: F401
 
 from flexitransfer.experiments.openvocab import EXPERIMENTS, RUNS, StepFailed, run_openvocab
 

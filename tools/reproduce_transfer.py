@@ -12,9 +12,9 @@ Prints Markdown tables, writes OUT.md (headed by the command, commit, CPU, threa
 and OUT.png (default OUT: work_dirs/reproduce_transfer/transfer_digits; --docs:
 docs/results/transfer_digits, the README's).
 """
-import argparse
-
 import _bootstrap  # noqa: F401
+
+import argparse
 
 PATCHES = (4, 6, 8, 12, 16, 24)  # flexitransfer.experiments.digits.PATCHES (not imported: errors answer at once)
 DOCS_OUT = 'docs/results/transfer_digits'

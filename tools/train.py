@@ -9,11 +9,12 @@ Preemption-safe: checkpoints are written atomically; --resume skips a checkpoint
 (a kill mid-write) for the newest one that does; SIGTERM (Slurm, spot instances) saves a checkpoint
 after the current iteration and exits with code 143 (run the same command with --resume).
 """
+import _bootstrap
+
 import argparse
 import os.path as osp
 import sys
 
-import _bootstrap
 from mmengine.config import DictAction
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a job SIGTERM killed
@@ -63,8 +64,15 @@ def main():
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
-    from flexitransfer.engine import (check_checkpoint, check_datasets_nonempty, init_distributed, make_preemptible,
-                                      memory_preflight, preemptible, validate_patch_config)
+    from flexitransfer.engine import (
+        check_checkpoint,
+        check_datasets_nonempty,
+        init_distributed,
+        make_preemptible,
+        memory_preflight,
+        preemptible,
+        validate_patch_config,
+    )
     from flexitransfer.engine.console import header, quiet_runner
     cfg = build_cfg(args)
     for line in make_preemptible(cfg):  # atomic checkpoint hook; --resume: the newest checkpoint that reads

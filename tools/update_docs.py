@@ -3,14 +3,15 @@
     python tools/update_docs.py [--check]
 
 Every ``<!-- quote {...} -->`` block is rewritten from its results CSV (``flexitransfer/docs_quote.py``
-says how a block is written), and the index of the results (``docs/results/README.md``) from their pages. ``--check`` changes nothing and exits 1 when a page differs from its
-rendering (what ``tests/test_docs.py`` checks).
+says how a block is written), and the index of the results (``docs/results/README.md``) from their pages.
+``--check`` changes nothing and exits 1 when a page differs from its rendering (what ``tests/test_docs.py``
+checks).
 """
+import _bootstrap  # noqa: F401
+
 import argparse
 import glob
 import os.path as osp
-
-import _bootstrap  # noqa: F401
 
 from flexitransfer.docs_quote import render_page, results_index
 

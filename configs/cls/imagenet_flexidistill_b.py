@@ -1,6 +1,7 @@
 # FlexiDistill (paper): teacher ViT-B/8 (fixed patch, frozen), student FlexiViT-B initialised from
 # it (kernel PI-resized into the 32x32 store), KL on the same augmented image, random student patch.
-# Teacher weights: python tools/convert_weights.py vit_b8_i21k_ft_i1k.npz checkpoints/vit_b8_teacher.pth --from big_vision
+# Teacher weights:
+#   python tools/convert_weights.py vit_b8_i21k_ft_i1k.npz checkpoints/vit_b8_teacher.pth --from big_vision
 #   then a classifier checkpoint whose backbone.* / head.* are the teacher's (tools/convert_weights.py writes
 #   the big_vision head as extras.head.*; see README "FlexiDistill").
 _base_ = ['../_base_/datasets/imagenet_240.py', '../_base_/default_runtime_cls.py']

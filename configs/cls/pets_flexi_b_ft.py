@@ -7,4 +7,5 @@ val_dataloader = dict(batch_size=32, dataset=dict(data_root=data_root, data_pref
 test_dataloader = val_dataloader
 train_cfg = dict(max_epochs=20)
 param_scheduler = [dict(type='LinearLR', start_factor=0.01, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
-                   dict(type='CosineAnnealingLR', by_epoch=True, begin=1, end=20, eta_min=0, convert_to_iter_based=True)]
+                   dict(type='CosineAnnealingLR', by_epoch=True, begin=1, end=20, eta_min=0,
+                        convert_to_iter_based=True)]

@@ -10,14 +10,41 @@ This package sits under the engine's patch policy: it imports models, ops and th
 (`engine/patch_size.py`, which imports models only); the engine's mixed-patch hook imports it.
 Dispatch by model type goes through the class hierarchy (``isinstance``), never by class name.
 """
-from .cascade import (NEVER, CascadeResult, FlexiCascade, calibrate, classifier_logits_fn, confidence,
-                      load_thresholds, logits_fn_for, save_thresholds, simulate, stop_stages, stops_result,
-                      zero_shot_logits_fn)
+from .cascade import (
+                      NEVER,
+                      CascadeResult,
+                      FlexiCascade,
+                      calibrate,
+                      classifier_logits_fn,
+                      confidence,
+                      load_thresholds,
+                      logits_fn_for,
+                      save_thresholds,
+                      simulate,
+                      stop_stages,
+                      stops_result,
+                      zero_shot_logits_fn,
+)
 from .cost import stage_gflops, uniform_tokens, vit_flops
-from .mixed import (MixedPatchPolicy, MixedTokens, forward_mixed, get_mixed_policy, mixed_tokens, set_mixed_policy,
-                    use_mixed_patches)
-from .partition import (allowed_levels, check_partition, laplacian_detail, partition_by_budget,
-                        partition_by_threshold, random_partition, token_count, uniform_partition)
+from .mixed import (
+                      MixedPatchPolicy,
+                      MixedTokens,
+                      forward_mixed,
+                      get_mixed_policy,
+                      mixed_tokens,
+                      set_mixed_policy,
+                      use_mixed_patches,
+)
+from .partition import (
+                      allowed_levels,
+                      check_partition,
+                      laplacian_detail,
+                      partition_by_budget,
+                      partition_by_threshold,
+                      random_partition,
+                      token_count,
+                      uniform_partition,
+)
 
 __all__ = ['NEVER', 'CascadeResult', 'FlexiCascade', 'calibrate', 'classifier_logits_fn', 'confidence',
            'logits_fn_for', 'zero_shot_logits_fn',

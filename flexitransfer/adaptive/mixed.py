@@ -31,8 +31,14 @@ import torch
 
 from ..engine.patch_size import require_flexi_modules
 from ..models.backbones.flexivit import FlexiViT, TokenRecord, TokenSequence
-from .partition import (allowed_levels, check_partition, level_masks, partition_by_budget,
-                        partition_by_threshold, uniform_partition)
+from .partition import (
+    allowed_levels,
+    check_partition,
+    level_masks,
+    partition_by_budget,
+    partition_by_threshold,
+    uniform_partition,
+)
 
 __all__ = ['MixedTokens', 'mixed_tokens', 'forward_mixed', 'MixedPatchPolicy', 'set_mixed_policy',
            'use_mixed_patches', 'get_mixed_policy']

@@ -4,7 +4,6 @@ import math
 import os.path as osp
 import textwrap
 
-
 from ..reporting import write_csv as _write_csv
 from .grid import to_pixels
 

@@ -307,7 +307,7 @@ def train_rows(names: Sequence[str], tiny: bool, patches: Sequence[int], device:
         amp, label = _amp_options(cfg, opts, amp_dtype)
         try:
             flops = _train_flops(config, patches, str(device), hw, opts, amp)
-        except Exception as e:  # noqa: BLE001  (one config that cannot train must not hide the others)
+        except Exception as e:
             rows.append(dict(name=name, config=osp.basename(config), status=f'error: {type(e).__name__}: {e}'))
             continue
         batch = min(int(cfg.train_dataloader.get('batch_size', 1)), max_batch)
@@ -318,7 +318,7 @@ def train_rows(names: Sequence[str], tiny: bool, patches: Sequence[int], device:
                                            with_cp=cp, batch_size=batch, warmup=warmup, img_size=hw, cfg_options=opts)
                 except torch.cuda.OutOfMemoryError:
                     r = dict(config=osp.basename(config), patch=p, with_cp=cp, batch=batch, status='OOM')
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     r = dict(config=osp.basename(config), patch=p, with_cp=cp, status=f'error: {type(e).__name__}: {e}')
                 gc.collect()
                 if device.type == 'cuda':
@@ -535,7 +535,7 @@ def gpu_check(device: str = 'cuda', tiny: bool = False, checkpoints: Optional[Di
         try:
             with _quiet_mmengine():
                 rows = run()
-        except Exception as e:  # noqa: BLE001  (a self-check reports every section, then fails)
+        except Exception as e:
             rows, error = [], f'{type(e).__name__}: {e}'
         bad = [r for r in rows if r.get('ok') is False or r.get('status', 'ok') != 'ok'
                or any(isinstance(v, float) and not math.isfinite(v) for v in r.values())]

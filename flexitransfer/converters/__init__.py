@@ -12,12 +12,20 @@ Kernel and grid resizing go through ``flexitransfer.ops``.
 """
 from .big_vision import convert_big_vision
 from .fit import StoreFit, store_fit
-from .loading import (convert_checkpoint, convert_file, detect_format, format_of, load_checkpoint_file,
-                      load_pretrained, load_state_into, save_converted)
-from .reader import Checkpoint, CheckpointError, read_checkpoint
+from .loading import (
+                      convert_checkpoint,
+                      convert_file,
+                      detect_format,
+                      format_of,
+                      load_checkpoint_file,
+                      load_pretrained,
+                      load_state_into,
+                      save_converted,
+)
 from .open_clip import convert_open_clip
-from .timm import convert_timm
 from .owlvit import convert_owlvit, save_owlvit
+from .reader import Checkpoint, CheckpointError, read_checkpoint
+from .timm import convert_timm
 
 __all__ = ['Checkpoint', 'CheckpointError', 'StoreFit', 'convert_big_vision', 'convert_checkpoint', 'convert_file',
            'convert_open_clip', 'convert_owlvit', 'convert_timm', 'detect_format', 'format_of', 'load_checkpoint_file',

@@ -8,6 +8,7 @@ import torch
 
 from .common import Converted, _arch, _rebase_kernel, _square_grid
 
+
 def convert_big_vision(src, base_patch_size=None) -> Converted:
     """big_vision ViT / FlexiViT params (``.npz`` path or a flat ``{'a/b': array}`` dict).
 
@@ -25,7 +26,7 @@ def convert_big_vision(src, base_patch_size=None) -> Converted:
     else:
         params = dict(src)
     params = {k.replace('params/', '', 1) if k.startswith('params/') else k: v for k, v in params.items()}
-    t = lambda k: torch.from_numpy(np.asarray(params[k], dtype=np.float32).copy())  # noqa: E731
+    t = lambda k: torch.from_numpy(np.asarray(params[k], dtype=np.float32).copy())
     required = ['embedding/kernel', 'embedding/bias', 'pos_embedding']
     missing = [k for k in required if k not in params]
     if missing:

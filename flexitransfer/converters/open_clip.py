@@ -5,6 +5,7 @@ from typing import Optional
 
 from .common import Converted, _arch, _rebase_kernel, _square_grid
 
+
 def convert_open_clip(state_dict: dict, base_patch_size=None, quick_gelu: Optional[bool] = None,
                       num_heads: Optional[int] = None) -> Converted:
     """Image tower of an open_clip / OpenAI-CLIP ViT (``visual.*`` keys).

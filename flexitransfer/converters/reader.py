@@ -189,7 +189,7 @@ def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
     from safetensors.torch import load_file
     try:
         return load_file(path, device='cpu')
-    except Exception as e:  # noqa: BLE001 -- SafetensorError & co.: name the file
+    except Exception as e:
         raise CheckpointError(f'safetensors file {path!r} cannot be read ({type(e).__name__}: {str(e)[:200]}); '
                               f'{_FIX_DOWNLOAD}') from None
 
@@ -199,7 +199,7 @@ def _read_npz(path: str) -> Dict[str, torch.Tensor]:
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: torch.from_numpy(np.ascontiguousarray(f[k])) for k in f.files}
-    except Exception as e:  # noqa: BLE001 -- truncated member, object arrays, odd dtypes
+    except Exception as e:
         raise CheckpointError(f'.npz checkpoint {path!r} cannot be read ({type(e).__name__}: {str(e)[:200]}); '
                               f'the file is damaged or holds no plain arrays: {_FIX_DOWNLOAD}') from None
 
@@ -215,7 +215,7 @@ def _read_torch(path: str) -> Tuple[Dict[str, torch.Tensor], Optional[dict]]:
                                   f'`model.state_dict()` instead of the model or training state') from None
         raise CheckpointError(f'PyTorch checkpoint {path!r} cannot be read ({str(e)[:200]}): the file is '
                               f'truncated or damaged; {_FIX_DOWNLOAD}') from None
-    except Exception as e:  # noqa: BLE001 -- truncated zip member, bad pickle, ...
+    except Exception as e:
         raise CheckpointError(f'PyTorch checkpoint {path!r} cannot be read ({type(e).__name__}: {str(e)[:200]}): '
                               f'the file is truncated or damaged; {_FIX_DOWNLOAD}') from None
     return _unwrap(obj, path)

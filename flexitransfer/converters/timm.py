@@ -44,7 +44,7 @@ def timm_config_hints(config) -> dict:
         with torch.device('meta'):
             m = timm.create_model(config['architecture'], pretrained=False, **dict(config.get('model_args') or {}))
         blk = m.blocks[0]
-    except Exception:  # noqa: BLE001 -- unknown or non-ViT architecture: fall back to the defaults
+    except Exception:
         return {}
     act = blk.mlp.act
     name = 'GELUTanh' if getattr(act, 'approximate', 'none') == 'tanh' else type(act).__name__

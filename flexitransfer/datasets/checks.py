@@ -59,7 +59,7 @@ def read_image_bytes(path: str, what: str = 'image', backend_args=None) -> bytes
 def decode_image(data: bytes, path: str, what: str = 'image', **kwargs):
     try:
         img = mmcv.imfrombytes(data, **kwargs)
-    except Exception as e:  # noqa: BLE001  (cv2 / PIL / turbojpeg errors)
+    except Exception as e:
         img, err = None, f' ({type(e).__name__}: {e})'
     else:
         err = ''
@@ -93,7 +93,8 @@ class StrictLoadImageFromFile(LoadImageFromFile):
 
 @SEG_TRANSFORMS.register_module(name='LoadAnnotations', force=True)
 class StrictSegLoadAnnotations(SegLoadAnnotations):
-    """mmseg's ``LoadAnnotations``: a missing or truncated label PNG, or one whose size differs from its image, fails."""
+    """mmseg's ``LoadAnnotations``: a missing or truncated label PNG, or one whose size differs from its image,
+    fails."""
 
     def _load_seg_map(self, results: dict) -> None:
         path = results['seg_map_path']

@@ -165,8 +165,9 @@ class CIFARDataset(_ClsDataset):
                     return pickle.load(f, encoding='bytes')
             except FileNotFoundError:
                 raise FileNotFoundError(f'CIFAR file missing: {path!r}; extract the whole python archive '
-                                        f'(cifar-10-python.tar.gz / cifar-100-python.tar.gz) into {data_root!r}') from None
-            except Exception as e:  # noqa: BLE001  (truncated pickle: EOFError, UnpicklingError, ...)
+                                        f'(cifar-10-python.tar.gz / cifar-100-python.tar.gz) '
+                                        f'into {data_root!r}') from None
+            except Exception as e:
                 raise BadInputError(f'CIFAR file {path!r} is truncated or not a CIFAR pickle ({type(e).__name__}: '
                                     f'{e}); extract the python archive again') from None
 

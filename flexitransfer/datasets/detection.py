@@ -32,7 +32,8 @@ class LVISFederatedDataset(BaseDetDataset):
             with open(self.ann_file) as f:
                 data = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f'LVISFederatedDataset: cannot read the LVIS annotation file {self.ann_file!r}: {e}') from e
+            raise ValueError(f'LVISFederatedDataset: cannot read the LVIS annotation file '
+                             f'{self.ann_file!r}: {e}') from e
         for key in ('images', 'annotations', 'categories'):
             if key not in data:
                 raise ValueError(f'LVISFederatedDataset: {self.ann_file!r} has no {key!r}; expected an LVIS v1 JSON')
@@ -72,7 +73,8 @@ class LVISFederatedDataset(BaseDetDataset):
                         height=img['height'], width=img['width'], instances=instances,
                         neg_category_ids=[self.cat2label[c] for c in img.get('neg_category_ids', [])
                                           if c in self.cat2label],
-                        not_exhaustive_category_ids=[self.cat2label[c] for c in img.get('not_exhaustive_category_ids', [])
+                        not_exhaustive_category_ids=[self.cat2label[c]
+                                                     for c in img.get('not_exhaustive_category_ids', [])
                                                      if c in self.cat2label])
             if self.return_classes:
                 info['text'] = self._metainfo['classes']

@@ -132,5 +132,6 @@ def synthetic_batch(model: torch.nn.Module, size, n: int = 2, seed: int = 0) -> 
     if hasattr(clf, 'num_classes') and hasattr(clf, 'head'):
         return cls_batch(size, n, clf.num_classes, seed)
     raise NotImplementedError(
-        f'no synthetic batch for {type(model).__name__}: supported are mmseg segmentors (decode_head), mmdet panoptic models '
-        f'(panoptic_head), OWLViTDetector, LiT and classifiers; add a builder in flexitransfer/datasets/synthetic.py')
+        f'no synthetic batch for {type(model).__name__}: supported are mmseg segmentors (decode_head), '
+        f'mmdet panoptic models (panoptic_head), OWLViTDetector, LiT and classifiers; '
+        f'add a builder in flexitransfer/datasets/synthetic.py')

@@ -15,13 +15,31 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..adaptive import (FlexiCascade, MixedPatchPolicy, calibrate, confidence, set_mixed_policy, stop_stages,
-                        stops_result, use_mixed_patches, vit_flops)
+from ..adaptive import (
+    FlexiCascade,
+    MixedPatchPolicy,
+    calibrate,
+    confidence,
+    set_mixed_policy,
+    stop_stages,
+    stops_result,
+    use_mixed_patches,
+    vit_flops,
+)
 from ..engine.mixed_hook import draw_mixed_policy
 from ..engine.patch_size import record_tokens
 from .adaptive_common import add_latency, detail_thresholds, savings_table, token_row
-from .digits import (IMG, PATCHES, accuracy, flexi_net, load_digits_48, load_saved_flexi, random_patch_fn,
-                     save_model, train)
+from .digits import (
+    IMG,
+    PATCHES,
+    accuracy,
+    flexi_net,
+    load_digits_48,
+    load_saved_flexi,
+    random_patch_fn,
+    save_model,
+    train,
+)
 
 __all__ = ['digits_study']
 
@@ -69,7 +87,7 @@ def _mixed_policies(val_x, budgets4, budgets6, thr_q):
 
 def _cascade_rows(model, test, cascade: Sequence[int], target_acc: Optional[float], sweep_thresholds, lat_x):
     """(b): the cross-calibrated cascade and a sweep of one threshold at every stage; the goals used."""
-    logits_fn = lambda x, p: model(x, p)  # noqa: E731
+    logits_fn = lambda x, p: model(x, p)
     with torch.no_grad():
         lt = torch.stack([model(test[0], p) for p in cascade])
         lu = torch.stack([model(test[0], p) for p in PATCHES])
@@ -152,7 +170,7 @@ def digits_study(save_dir: str = 'work_dirs/reproduce_digits', epochs: int = 100
     model.eval()
     lat_x = [test[0][i:i + 1] for i in range(latency_images)]
     rows, fns = [], {}
-    fwd = lambda m, p: (lambda: [m(x, p) for x in lat_x])  # noqa: E731
+    fwd = lambda m, p: (lambda: [m(x, p) for x in lat_x])
 
     # (a) uniform
     for p in PATCHES:

@@ -68,6 +68,7 @@ def _miou(model, batches, num_classes: int, policy: Optional[MixedPatchPolicy] =
 def _seg_finetune(cfg, ckpt, work_dir, hook: dict, iters: int, lr: float):
     """A short in-process mmengine fine-tune of the tiny segmentor with ``hook`` as its patch policy."""
     import uuid
+
     from mmengine.runner import Runner
     cfg = copy.deepcopy(cfg)
     cfg.work_dir = work_dir

@@ -22,7 +22,7 @@ def make_cifar_like(root: str, cifar100: bool = False, num_train: int = 50, num_
         data = np.stack([render_shape_image(rng, (32, 32), names[y]).transpose(2, 0, 1).reshape(-1) for y in labels])
         return data.astype(np.uint8), labels
 
-    dump = lambda obj, name: pickle.dump(obj, open(osp.join(root, name), 'wb'))  # noqa: E731
+    dump = lambda obj, name: pickle.dump(obj, open(osp.join(root, name), 'wb'))
     if cifar100:
         for split, n in (('train', num_train), ('test', num_test)):
             data, labels = batch(n)

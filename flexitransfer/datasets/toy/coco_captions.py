@@ -23,8 +23,10 @@ def render_pair(rng: np.random.Generator, size: Tuple[int, int]):
     s1, s2 = (SHAPES[int(i)] for i in rng.integers(0, len(SHAPES), 2))
     vertical = bool(rng.integers(2))
     s = min(h, w) * 2 // 5
-    boxes = ([(w - s) // 2, h // 20, (w + s) // 2, h // 20 + s], [(w - s) // 2, h - h // 20 - s, (w + s) // 2, h - h // 20])\
-        if vertical else ([w // 20, (h - s) // 2, w // 20 + s, (h + s) // 2], [w - w // 20 - s, (h - s) // 2, w - w // 20, (h + s) // 2])
+    boxes = ([(w - s) // 2, h // 20, (w + s) // 2, h // 20 + s],
+             [(w - s) // 2, h - h // 20 - s, (w + s) // 2, h - h // 20]) \
+        if vertical else ([w // 20, (h - s) // 2, w // 20 + s, (h + s) // 2],
+                          [w - w // 20 - s, (h - s) // 2, w - w // 20, (h + s) // 2])
     for (c, k), box in zip(((c1, s1), (c2, s2)), boxes):
         draw_shape(draw, k, box, SHAPE_COLORS[c])
     rel, inv = ('above', 'below') if vertical else ('to the left of', 'to the right of')

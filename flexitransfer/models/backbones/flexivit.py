@@ -22,9 +22,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
-from torch.utils.checkpoint import checkpoint
 from timm.layers import QuickGELU, trunc_normal_
 from timm.models.vision_transformer import Block
+from torch.utils.checkpoint import checkpoint
 
 from ...ops import KERNEL_RESIZE_MODES, plain_tensors, resize_patch_embed, resize_pos_embed, to_2tuple
 

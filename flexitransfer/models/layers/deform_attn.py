@@ -22,8 +22,12 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttention, MultiScaleDeformableAttnFunction,
-                                              ext_module, multi_scale_deformable_attn_pytorch)
+from mmcv.ops.multi_scale_deform_attn import (
+    MultiScaleDeformableAttention,
+    MultiScaleDeformableAttnFunction,
+    ext_module,
+    multi_scale_deformable_attn_pytorch,
+)
 from mmengine.logging import print_log
 from mmengine.registry import MODELS
 
