@@ -170,6 +170,24 @@ def save_figure(draw: Callable, path: str, nrows: int = 1, ncols: int = 1, size=
     return path
 
 
+def pareto_front(rows: Sequence[dict], cost: str = 'mean_tokens', value: str = 'top1',
+                 tol: float = 0.0) -> List[dict]:
+    """The rows no other row beats: none as good (within ``tol``) at a strictly lower cost; sorted by cost.
+
+    Args:
+        rows (Sequence[dict]): result rows.
+        cost (str): the cost key.
+        value (str): the metric key (higher is better).
+        tol (float): metric differences up to ``tol`` count as equal.
+
+    Returns:
+        list[dict]: the front, cheapest first.
+    """
+    front = [u for u in rows if not any(v[value] >= u[value] - tol and v[cost] < u[cost] for v in rows)]
+    return sorted(front, key=lambda r: r[cost])
+
+
+
 def patch_axis(ax, patches: Sequence[int], label: str) -> None:
     """An x axis of patch sizes: log scale, one tick per patch size, no minor tick labels."""
     import matplotlib.ticker

@@ -15,7 +15,7 @@ import torch
 
 from ..adaptive import laplacian_detail, vit_flops
 from ..benchmark.timing import interleaved_ms
-from ..reporting import save_figure, write_table
+from ..reporting import pareto_front, save_figure, write_table
 
 __all__ = ['ROW_COLS', 'token_row', 'detail_thresholds', 'add_latency', 'pareto_front', 'savings_table',
            'write_rows', 'write_study']
@@ -65,23 +65,6 @@ def add_latency(rows: List[dict], fns: Dict[str, Callable[[], None]], runs: int,
         k = f"{r['method']} {r['setting']}"
         if k in ms:
             r['latency_ms'] = ms[k] / images
-
-
-def pareto_front(rows: Sequence[dict], cost: str = 'mean_tokens', value: str = 'top1',
-                 tol: float = 0.0) -> List[dict]:
-    """The rows no other row beats: none as good (within ``tol``) at a strictly lower cost; sorted by cost.
-
-    Args:
-        rows (Sequence[dict]): result rows.
-        cost (str): the cost key.
-        value (str): the metric key (higher is better).
-        tol (float): metric differences up to ``tol`` count as equal.
-
-    Returns:
-        list[dict]: the front, cheapest first.
-    """
-    front = [u for u in rows if not any(v[value] >= u[value] - tol and v[cost] < u[cost] for v in rows)]
-    return sorted(front, key=lambda r: r[cost])
 
 
 def savings_table(rows: List[dict], tol: float = 1e-3, metric: str = 'top-1') -> str:
