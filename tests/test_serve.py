@@ -1,0 +1,268 @@
+"""Anytime serving (flexitransfer.serve): the patch controller on a simulated clock, the latency model,
+the patch ladder against inference_model, images as users have them, and one bounded Ray Serve run.
+
+The controller tests replay seeded Poisson traces against service times shaped like a FlexiViT's
+(p = 8 about 4x the cost of p = 16, 12x that of p = 30): no wall clock decides anything.
+"""
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, randomize
+
+COST = {8: (0.010, 0.010), 16: (0.004, 0.0025), 30: (0.002, 0.0008)}  # seconds: fixed + per image
+SLO = 0.1
+CLS = 'configs/cls/tiny_cls_flexi.py'
+SEG = 'configs/seg/tiny_seg_flexi.py'
+
+
+def service(patch, batch):
+    fixed, per_image = COST[patch]
+    return fixed + per_image * batch
+
+
+def latency():
+    from flexitransfer.serve import LatencyModel
+    return LatencyModel.from_table({p: {1: service(p, 1), 8: service(p, 8)} for p in COST})
+
+
+CAP8 = 8 / service(8, 8)  # requests per second a fixed p = 8 server sustains (batches of 8)
+
+
+def _run(policy, arrivals, **kw):
+    from flexitransfer.serve import simulate
+    return simulate(policy, arrivals, service, SLO, **kw)
+
+
+def _traces():
+    from flexitransfer.serve import poisson_arrivals
+    steady = poisson_arrivals(2 * CAP8, 5.0, seed=1)
+    burst = np.concatenate([poisson_arrivals(0.5 * CAP8, 3.0, seed=2),
+                            poisson_arrivals(6 * CAP8, 2.0, seed=3, start=3.0),
+                            poisson_arrivals(0.5 * CAP8, 4.0, seed=4, start=5.0)])
+    return {'steady 2x': steady, 'burst 6x': burst}
+
+
+# ----------------------------------------------------------------------------- the controller
+@pytest.mark.parametrize('name', ['steady 2x', 'burst 6x'])
+def test_controller_meets_the_coarse_deadlines_that_fixed_p8_misses(name):
+    from flexitransfer.serve import FixedPatch, PatchController
+    arrivals = _traces()[name]
+    coarse = _run(FixedPatch(30, latency()), arrivals)
+    fine = _run(FixedPatch(8, latency()), arrivals)
+    ada = _run(PatchController(latency(), slo_s=SLO), arrivals)
+    assert coarse.share_met() == 1.0  # the trace is one the coarse patch serves in time
+    assert fine.share_met() < 0.5, fine.share_met()
+    lost = coarse.met() & ~ada.met()
+    assert not lost.any(), f'{lost.sum()} deadlines met at p = 30 missed, first at {arrivals[lost][:3]}'
+    assert ada.patch_mix().get(30, 0) < 0.7, ada.patch_mix()  # and not by serving everything coarse
+
+
+def test_controller_uses_the_finest_patch_whenever_the_queue_allows():
+    from flexitransfer.serve import FixedPatch, PatchController, poisson_arrivals
+    half = poisson_arrivals(0.5 * CAP8, 5.0, seed=6)
+    assert _run(FixedPatch(8, latency()), half).share_met() == 1.0  # p = 8 alone serves this trace in time
+    low = _run(PatchController(latency(), slo_s=SLO), half)
+    assert low.patch_mix() == {8: 1.0} and low.share_met() == 1.0
+    burst = _traces()['burst 6x']
+    res = _run(PatchController(latency(), slo_s=SLO), burst)
+    before = [p for t, p, _ in res.batches if t < 3.0]
+    during = [p for t, p, _ in res.batches if 3.5 < t < 5.0]
+    after = [p for t, p, _ in res.batches if t > 6.5]  # the burst has left the 1 s rate window
+    assert set(before) == {8} and set(after) == {8}, (set(before), set(after))
+    assert 8 not in during
+
+
+def test_hysteresis_no_flapping_on_a_steady_load():
+    from flexitransfer.serve import PatchController, poisson_arrivals
+    steady = poisson_arrivals(3 * CAP8, 10.0, seed=6)  # p = 16 sustains it, p = 8 does not
+    calm = _run(PatchController(latency(), slo_s=SLO), steady)
+    jumpy = _run(PatchController(latency(), slo_s=SLO, hysteresis=False), steady)
+    assert calm.share_met() == 1.0 and jumpy.share_met() == 1.0
+    assert jumpy.switches() > 50, jumpy.switches()  # the trace does provoke flapping
+    assert calm.switches() <= 5, calm.switches()
+    assert calm.patch_mix().get(16, 0) > 0.95, calm.patch_mix()
+
+
+def test_pinned_patch_and_own_deadline_are_honoured():
+    from flexitransfer.serve import PatchController, poisson_arrivals
+    low = poisson_arrivals(0.3 * CAP8, 4.0, seed=7)
+    pins = [30 if i % 5 == 0 else None for i in range(len(low))]
+    res = _run(PatchController(latency(), slo_s=SLO), low, pins=pins)
+    assert {res.patch[i] for i in range(len(low)) if pins[i] == 30} == {30}
+    assert {res.patch[i] for i in range(len(low)) if pins[i] is None} == {8}
+    heavy = poisson_arrivals(3 * CAP8, 4.0, seed=8)
+    pins = [8 if i % 10 == 0 else None for i in range(len(heavy))]
+    res = _run(PatchController(latency(), slo_s=SLO), heavy, pins=pins)
+    assert {res.patch[i] for i in range(len(heavy)) if pins[i] == 8} == {8}
+    assert np.mean([res.patch[i] == 8 for i in range(len(heavy)) if pins[i] is None]) < 0.1
+    # a request's own deadline: too tight for p = 8 (20 ms for one image) on an idle server
+    ctl = PatchController(latency(), slo_s=SLO)
+    assert ctl.decide([ctl.request(0.0)], now=0.0).patch == 8
+    tight = PatchController(latency(), slo_s=SLO).decide([ctl.request(0.0, deadline=0.015)], now=0.0)
+    assert tight.patch == 16, tight
+    # in a trace: every third request brings a 15 ms deadline; all are met, as fixed p = 8 cannot
+    deadlines = [a + 0.015 if i % 3 == 0 else None for i, a in enumerate(low)]
+    res = _run(PatchController(latency(), slo_s=SLO), low, deadlines=deadlines)
+    assert res.share_met() == 1.0
+    from flexitransfer.serve import FixedPatch
+    assert _run(FixedPatch(8, latency()), low, deadlines=deadlines).share_met() < 0.8
+
+
+def test_controller_refuses_what_it_cannot_serve():
+    from flexitransfer.serve import PatchController, Request
+    ctl = PatchController(latency(), slo_s=SLO)
+    with pytest.raises(ValueError, match='patch 12 is not served'):
+        ctl.request(0.0, patch=12)
+    with pytest.raises(ValueError, match='mixes the pinned patches'):
+        ctl.decide([], 0.0, batch=[Request(0.0, 0.1, 8), Request(0.0, 0.1, None)])
+    with pytest.raises(ValueError, match='no service time measured at patch'):
+        PatchController(latency(), patches=[8, 12])
+    assert ctl.decide([], 0.0) is None
+
+
+def test_latency_model_interpolates_and_follows_observations():
+    from flexitransfer.serve import LatencyModel, PatchController, poisson_arrivals
+    lm = LatencyModel.from_table({8: {1: 0.02, 5: 0.06}}, alpha=0.5)
+    assert lm.predict(8, 3) == pytest.approx(0.04)       # between measured sizes: linear
+    assert lm.predict(8, 7) == pytest.approx(0.08)       # beyond: the last slope
+    assert lm.predict(8, 1) == 0.02
+    lm.observe(8, 1, 0.04)
+    assert lm.predict(8, 1) == pytest.approx(0.03)       # moving average
+    with pytest.raises(KeyError, match='patch 16'):
+        lm.predict(16, 1)
+    # the server's times are 1.6x the start-up measurement: kept current, the controller adapts
+    slow = poisson_arrivals(3 * CAP8, 5.0, seed=5)
+    from flexitransfer.serve import simulate
+    stale = simulate(PatchController(latency(), slo_s=SLO), slow, lambda p, b: 1.6 * service(p, b), SLO)
+    lm = latency()
+    kept = simulate(PatchController(lm, slo_s=SLO), slow, lambda p, b: 1.6 * service(p, b), SLO, latency=lm)
+    assert lm.predict(16, 8) == pytest.approx(1.6 * service(16, 8), rel=0.01)
+    assert kept.share_met() > 0.99 and (~kept.met()).sum() * 5 < (~stale.met()).sum(), \
+        (kept.share_met(), stale.share_met())
+
+
+# ----------------------------------------------------------------------------- the ladder
+def _tiny(config, patch=None):
+    from flexitransfer.apis import init_model
+    model = randomize(init_model(osp.join(ROOT, config), patch_size=patch), seed=1)
+    return model.eval()
+
+
+def test_ladder_predicts_what_inference_model_predicts():
+    from flexitransfer.apis import inference_model
+    from flexitransfer.serve import LatencyModel, PatchLadder
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (64, 80, 3), dtype=np.uint8) for _ in range(3)]
+    cls = _tiny(CLS)
+    ladder = PatchLadder(cls, [30, 12])
+    assert ladder.patches == [12, 30]
+    for p in ladder.patches:
+        want = inference_model(cls, imgs, patch_size=p)
+        got = ladder.predict(imgs, p)
+        assert [g['label'] for g in got] == [int(w.pred_score.argmax()) for w in want]
+        np.testing.assert_allclose([g['score'] for g in got], [float(w.pred_score.max()) for w in want], atol=1e-5)
+    seg = _tiny(SEG)
+    ladder = PatchLadder(seg, [8, 24])
+    img = rng.integers(0, 255, (120, 120, 3), dtype=np.uint8)
+    got = ladder.predict([img], 24)[0]['label_map']
+    want = inference_model(seg, img, patch_size=24).pred_sem_seg.data[0].numpy()
+    assert got.shape == (120, 120) and (got == want).mean() > 0.999
+    with pytest.raises(ValueError, match='not on the ladder'):
+        ladder.predict([img], 12)
+    ticks = iter(np.arange(0, 100, 0.5))  # a fake clock: every run "takes" 0.5 s
+    lm = ladder.measure(LatencyModel(), batch_sizes=(1, 2), repeats=1, clock=lambda: next(ticks))
+    assert lm.table() == {8: {1: 0.5, 2: 0.5}, 24: {1: 0.5, 2: 0.5}}
+
+
+# ----------------------------------------------------------------------------- images as users have them
+def test_inference_model_takes_gray_alpha_16bit_and_palette_images(tmp_path):
+    """A 4-channel array (BGRA) died with 'The size of tensor a (4) must match ...'. Arrays are read as
+    the file loader reads files (alpha dropped, gray repeated, 16-bit scaled to 8): same predictions."""
+    import cv2
+    from PIL import Image
+
+    from flexitransfer.apis import inference_model
+    model = _tiny(CLS, patch=12)
+    rng = np.random.default_rng(1)
+    bgr = rng.integers(0, 255, (60, 60, 3), dtype=np.uint8)
+    gray = bgr[..., 1].copy()
+    want = inference_model(model, bgr).pred_score
+    bgra = np.concatenate([bgr, rng.integers(0, 255, (60, 60, 1), dtype=np.uint8)], axis=2)
+    torch.testing.assert_close(inference_model(model, bgra).pred_score, want)
+    wide = bgr.astype(np.uint16) * 256 + 100  # 16 bit; the top byte is the 8-bit image
+    torch.testing.assert_close(inference_model(model, wide).pred_score, want)
+    want_gray = inference_model(model, np.repeat(gray[..., None], 3, axis=2)).pred_score
+    torch.testing.assert_close(inference_model(model, gray).pred_score, want_gray)
+    torch.testing.assert_close(inference_model(model, gray[..., None]).pred_score, want_gray)
+    files = {'rgba.png': bgra, 'gray.png': gray, 'wide.png': wide}
+    for name, arr in files.items():
+        cv2.imwrite(str(tmp_path / name), arr)
+        torch.testing.assert_close(inference_model(model, str(tmp_path / name)).pred_score,
+                                   inference_model(model, arr).pred_score, msg=name)
+    pal = Image.fromarray(gray).convert('P')
+    pal.save(tmp_path / 'palette.png')
+    rgb = np.asarray(pal.convert('RGB'))[..., ::-1]
+    torch.testing.assert_close(inference_model(model, str(tmp_path / 'palette.png')).pred_score,
+                               inference_model(model, np.ascontiguousarray(rgb)).pred_score)
+    with pytest.raises(ValueError, match='2 channels'):
+        inference_model(model, bgr[..., :2])
+
+
+# ----------------------------------------------------------------------------- Ray Serve, bounded
+def test_ray_serve_predicts_refuses_bad_requests_and_keeps_serving(tmp_path):
+    """Start a one-replica server on a tiny checkpoint, one prediction equal to inference_model's at the
+    patch reported, bad requests answered 4xx with a JSON error, the next good one served, clean stop."""
+    ray = pytest.importorskip('ray', reason='ray[serve] is not installed (requirements.txt pins it)')
+    requests = pytest.importorskip('requests')
+    import socket
+
+    import cv2
+    from PIL import Image
+
+    from flexitransfer.apis import inference_model
+    from flexitransfer.serve.ray_app import build_app, from_json, start_server, stop_server
+    model = _tiny(CLS)
+    ckpt = str(tmp_path / 'tiny_cls.pth')
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 255, (70, 50, 3), dtype=np.uint8)
+    png = cv2.imencode('.png', img)[1].tobytes()
+    huge = io_bytes(Image.new('L', (8000, 6250)))  # 50 megapixels, a small file
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        url = start_server(build_app(osp.join(ROOT, CLS), ckpt, [12, 30], slo_ms=5000, threads=1), port=port)
+
+        def post(data, kind='image/png', **params):
+            return requests.post(url, data=data, headers={'Content-Type': kind}, params=params, timeout=60)
+        r = post(png)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body['patch'] in (12, 30) and body['queue_ms'] >= 0 and body['service_ms'] > 0
+        want = inference_model(model, img, patch_size=body['patch']).pred_score
+        assert body['prediction']['label'] == int(want.argmax())
+        assert abs(body['prediction']['score'] - float(want.max())) < 1e-5
+        assert post(png, patch=30).json()['patch'] == 30
+        for data, kind, status, words in [(b'not an image at all', 'image/png', 400, 'not an image'),
+                                          (b'', 'image/png', 400, 'empty body'),
+                                          (huge, 'image/png', 413, 'megapixels'),
+                                          (png, 'text/plain', 415, 'Content-Type'),
+                                          (png, 'image/png', 400, 'patch 16 is not served')]:
+            r = post(data, kind, **({'patch': 16} if 'patch 16' in words else {}))
+            assert r.status_code == status and words in r.json()['error'], (status, r.status_code, r.text)
+        r = post(png)
+        assert r.status_code == 200 and from_json(r.json()['prediction'])['label'] == int(want.argmax())
+    finally:
+        stop_server()
+        ray.shutdown()
+
+
+def io_bytes(image) -> bytes:
+    import io
+    buf = io.BytesIO()
+    image.save(buf, format='PNG')
+    return buf.getvalue()
