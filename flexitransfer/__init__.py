@@ -12,5 +12,7 @@ from .datasets import *  # noqa: F403
 from .evaluation import *  # noqa: F403
 from .engine import *  # noqa: F403
 from .engine.checkpoint import allow_mmengine_checkpoints
+from .engine.registry import declare_function_registries
 
 allow_mmengine_checkpoints()
+declare_function_registries()  # mmseg / mmdet inferencers find their scope's collate function without a warning

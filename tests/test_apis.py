@@ -96,8 +96,8 @@ TOOLS = {
                                       '--out', osp.join(out, 'bench')],
     'deploy_evaluate': lambda c, img, out: ['-c', 'import sys; sys.path.insert(0, "."); import flexitransfer; '
                                             'from flexitransfer.apis import load_config; '
-                                            'from flexitransfer.deploy import evaluate; '
-                                            f'evaluate(load_config("{SEG}"), "{c}", patch_sizes=[8])'],
+                                            'from flexitransfer.deploy import evaluate_onnx; '
+                                            f'evaluate_onnx(load_config("{SEG}"), "{c}", patch_sizes=[8])'],
 }
 
 
@@ -198,6 +198,26 @@ def test_detection_entry_points_match_the_test_path(trained_det, det_data):
         assert torch.equal(v.labels, want.labels), k
         torch.testing.assert_close(v.scores, want.scores, atol=1e-5, rtol=0, msg=k)
         torch.testing.assert_close(v.bboxes, want.bboxes, atol=1e-3, rtol=0, msg=k)
+
+
+def test_inferencers_find_their_scope_registries(tmp_path):
+    """MMSegInferencer / DetInferencer on our configs logged mmengine's "Failed to search registry with scope
+    ... in the 'function' registry tree" (mmseg and mmdet declare no FUNCTIONS registry); no more."""
+    import logging
+
+    from mmdet.apis import DetInferencer
+    from mmengine.logging import MMLogger
+    from mmseg.apis import MMSegInferencer
+    said = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    MMLogger.get_instance(f'inferencers_{tmp_path.name}').addHandler(handler)  # mmengine's current logger now
+    seg = MMSegInferencer(model=osp.join(ROOT, SEG), weights=None, device='cpu')
+    seg(np.zeros((120, 120, 3), np.uint8), return_datasamples=True)
+    det = DetInferencer(model=osp.join(ROOT, DET), weights=None, device='cpu', show_progress=False)
+    det(np.zeros((96, 96, 3), np.uint8), texts=' . '.join(DET_CLASSES), return_datasamples=True, no_save_vis=True,
+        no_save_pred=True)
+    assert not [m for m in said if 'Failed to search registry' in m], said
 
 
 def test_classification_and_lit_inference(tmp_path):

@@ -3,21 +3,29 @@ the problem and the fix, raised before any training work."""
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from mmengine.config import Config
 from PIL import Image
 
-from flexitransfer.datasets import (BadInputError, CaptionDataset, CIFARDataset, ImageFolderDataset, make_ade20k_like,
-                                    make_cifar_like, make_coco_captions_like, make_imagefolder_like)
+from flexitransfer.datasets import (
+    BadInputError,
+    CaptionDataset,
+    CIFARDataset,
+    ImageFolderDataset,
+    make_ade20k_like,
+    make_cifar_like,
+    make_coco_captions_like,
+    make_imagefolder_like,
+)
 from flexitransfer.engine import RandomPatchSizeHook, check_checkpoint, validate_patch_config
 from flexitransfer.models.backbones import FlexiViT
-
-from conftest import ROOT
 
 SEG_CFG = osp.join(ROOT, 'configs/seg/tiny_seg_flexi.py')
 LOAD = [dict(type='LoadImageFromFile')]
@@ -177,6 +185,58 @@ def test_empty_training_set_fails_before_training(tmp_path):
     assert str(root) in res.stderr and 'Iter(train)' not in res.stdout + res.stderr
 
 
+@pytest.mark.parametrize('tool,config', [('tools/train.py', 'configs/seg/tiny_seg_flexi.py'),
+                                         ('tools/test.py', 'configs/det/tiny_owl_det.py')])
+def test_missing_data_folder_names_data_root_and_the_fix(tmp_path, tool, config):
+    """A seg / det config whose data folder is missing: one line naming the config, the entry and the fix
+    (was mmseg's bare "[Errno 2] ... images/training"), before any dataset is built."""
+    stage = 'train' if tool.endswith('train.py') else 'test'
+    args = [tool, config]
+    if stage == 'test':  # a checkpoint that fits (random weights): tools/test.py reads it first
+        from flexitransfer.apis import init_model
+        args.append(str(tmp_path / 'random.pth'))
+        torch.save({'state_dict': init_model(osp.join(ROOT, config)).state_dict(), 'meta': {}}, args[-1])
+    root = str(tmp_path / 'nowhere' / 'data')
+    rc, err, out, _ = _tool(*args, '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+                            f'{stage}_dataloader.dataset.data_root={root}')
+    said = '\n'.join(err)
+    assert rc != 0 and 'Errno' not in said, said
+    assert f"{config}: {stage}_dataloader.dataset.data_root: the folder {root!r} does not exist" in said, said
+    assert f'--cfg-options {stage}_dataloader.dataset.data_root=DIR' in said and 'make_toy_data.py' in said
+
+
+@pytest.mark.parametrize('config,kind', [('configs/seg/tiny_seg_flexi.py', 'seg'),
+                                         ('configs/det/tiny_owl_det.py', 'det'),
+                                         ('configs/panoptic/tiny_panoptic_flexi.py', 'panoptic'),
+                                         ('configs/retrieval/tiny_lit_flexi.py', 'captions')])
+def test_missing_toy_data_of_every_task_names_its_generator(tmp_path, monkeypatch, config, kind):
+    """Run from a folder without data/: each tiny config's message names the command that writes its data."""
+    from flexitransfer.engine.validate import check_data_paths
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as e:
+        check_data_paths(cfg, ('train', 'val'), config)
+    msg = str(e.value)
+    assert msg.startswith(f'{config}: train_dataloader.dataset.data_root: the folder ') and 'does not exist' in msg
+    assert msg.endswith(f'generate the toy data: python tools/make_toy_data.py {kind}'), msg
+
+
+def test_missing_annotation_file_and_evaluator_file(tmp_path):
+    from flexitransfer.engine.validate import check_data_paths
+    cfg = Config.fromfile(SEG_CFG)
+    cfg.train_dataloader.dataset.data_root = str(tmp_path)  # exists, but holds no images/training
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"x.py: train_dataloader.dataset.data_prefix.img_path: the folder '{tmp_path}/images/training' does "
+            f"not exist under data_root='{tmp_path}'")):
+        check_data_paths(cfg, ('train',), 'x.py')
+    det = Config.fromfile(osp.join(ROOT, 'configs/det/tiny_owl_det.py'))
+    det.val_dataloader.dataset = dict(type='CocoDataset', data_root=str(tmp_path))  # data fine, evaluator not
+    det.val_evaluator.ann_file = str(tmp_path / 'instances_val.json')
+    with pytest.raises(FileNotFoundError, match=r"val_evaluator.ann_file: .*instances_val.json' does not exist; .*"
+                                                r"--cfg-options val_evaluator.ann_file=PATH"):
+        check_data_paths(det, ('val',), 'x.py')
+
+
 def _seg_cfg(**edits):
     cfg = Config.fromfile(SEG_CFG)
     for k, v in edits.items():
@@ -250,6 +310,25 @@ def test_wrong_or_truncated_checkpoints(tmp_path):
         check_checkpoint(model, bad)
     with pytest.raises(FileNotFoundError, match='checkpoint not found'):
         check_checkpoint(model, str(tmp_path / 'nope.pth'))
+
+
+@pytest.mark.parametrize('keep,reason', [(100, r'RuntimeError: PytorchStreamReader failed reading zip archive: '
+                                               r'failed finding central directory'),
+                                         (0, "not in torch.save's zip format")])
+def test_truncated_checkpoint_message_is_whole_and_names_the_file(tmp_path, keep, reason):
+    """torch's reason as a whole sentence (the message used to cut it after 200 characters), the file, its
+    size and the fix."""
+    from flexitransfer.engine import read_state_dict
+    good = str(tmp_path / 'good.pth')
+    torch.save({'state_dict': {'w': torch.zeros(64)}, 'meta': {}}, good)
+    bad = str(tmp_path / 'iter_300.pth')
+    open(bad, 'wb').write(open(good, 'rb').read()[:keep])
+    with pytest.raises(ValueError) as e:
+        read_state_dict(bad)
+    msg = str(e.value)
+    assert re.search(rf"^checkpoint {re.escape(repr(bad))} \({keep} bytes\) cannot be read \({reason}\); the file is "
+                     r"truncated or not a PyTorch checkpoint: download or copy it again, or pick an earlier "
+                     r"checkpoint$", msg), msg
 
 
 def test_test_tool_rejects_a_checkpoint_of_another_architecture(tmp_path, seg_toy_data):

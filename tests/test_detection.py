@@ -9,16 +9,25 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, run_tool
+from conftest import det_opts as _opts
 from mmdet.registry import DATASETS, MODELS, TRANSFORMS
 
 import flexitransfer  # noqa: F401
 from flexitransfer.datasets.toy.coco_instances import make_lvis_like
 from flexitransfer.evaluation import lvis_box_ap
 
-from conftest import ROOT, det_opts as _opts, run_tool
-
 TINY = osp.join(ROOT, 'configs', 'det', 'tiny_owl_det.py')
 PATCHES = (12, 16, 24)
+
+
+@pytest.fixture(autouse=True)
+def _mmdet_scope():
+    """mmengine's default scope is process-wide, left by whichever runner ran last (an mmseg one in the test
+    files before this one): the builds here of mmdet-registered modules run under mmdet's scope."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield
 
 
 @pytest.fixture(scope='session')
@@ -43,8 +52,9 @@ def test_toy_coco_instances_format(det_data):
 def test_lvis_dataset_reads_federated_labels(lvis_data):
     ann = osp.join(lvis_data, 'annotations', 'lvis_v1_train.json')
     raw = json.load(open(ann))
-    ds = DATASETS.build(dict(type='LVISFederatedDataset', data_root=lvis_data, ann_file='annotations/lvis_v1_train.json',
-                             data_prefix=dict(img=''), return_classes=True, pipeline=[]))
+    ds = DATASETS.build(dict(type='LVISFederatedDataset', data_root=lvis_data,
+                             ann_file='annotations/lvis_v1_train.json', data_prefix=dict(img=''),
+                             return_classes=True, pipeline=[]))
     cats = sorted(raw['categories'], key=lambda c: c['id'])
     assert ds.metainfo['classes'] == tuple(c['name'] for c in cats) and len(ds) == 24
     assert set(ds.metainfo['frequencies']) == {'r', 'c', 'f'}
@@ -115,6 +125,54 @@ def test_lvis_ap_matches_official_lvis_api(lvis_data, monkeypatch):
         assert ours[k] == pytest.approx(float(ref[k]), abs=1e-6), k
 
 
+# --------------------------------------------------------------------- one unit in training and testing
+class _PrintingCocoMetric:
+    """Stands in for mmdet's CocoMetric: fractions, and pycocotools' summary printed to stdout."""
+
+    @staticmethod
+    def build():
+        from mmengine.evaluator import BaseMetric
+
+        class Metric(BaseMetric):
+            default_prefix = 'coco'
+
+            def process(self, data_batch, data_samples):
+                self.results.extend(data_samples)
+
+            def compute_metrics(self, results):
+                print(' Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.082')
+                return {'bbox_mAP': 0.082, 'bbox_mAP_50': 0.31, 'bbox_mAP_s': -1.0}
+        return Metric()
+
+
+def test_validation_while_training_reports_coco_ap_in_percent(tmp_path, capsys):
+    """The training-time validation loop gives COCO AP in percent, as tools/test.py's table does (it gave
+    0.082 next to test.py's 8.2), and pycocotools' prints go to the log file, not the terminal."""
+    from types import SimpleNamespace
+
+    from mmengine.evaluator import Evaluator
+    from mmengine.logging import MMLogger
+
+    from flexitransfer.engine import MultiPatchValLoop
+    from flexitransfer.engine.console import quiet_console
+    from flexitransfer.evaluation.main_metric import percent_evaluator
+    log = tmp_path / 'train.log'
+    logger = MMLogger.get_instance(f'percent_{tmp_path.name}', log_file=str(log))
+    quiet_console(logger)  # as tools/train.py's runner
+    runner = SimpleNamespace(logger=logger, visualizer=SimpleNamespace())
+    loop = MultiPatchValLoop(runner, torch.utils.data.DataLoader([0]), Evaluator(_PrintingCocoMetric.build()))
+    want = {'coco/bbox_mAP': pytest.approx(8.2), 'coco/bbox_mAP_50': pytest.approx(31.0), 'coco/bbox_mAP_s': -1.0}
+    loop.evaluator.process([{'x': 1}])
+    assert loop.evaluator.evaluate(1) == want
+    percent_evaluator(loop.evaluator, logger)  # wrapping twice is harmless (apis.build_test_runner does it too)
+    loop.evaluator.process([{'x': 1}])
+    assert loop.evaluator.evaluate(1) == want
+    assert 'Average Precision' not in capsys.readouterr().out
+    for h in logger.handlers:
+        h.flush()
+    assert 'Average Precision  (AP) @[ IoU=0.50:0.95' in log.read_text()
+
+
 # ------------------------------------------------------------------------- tiny detector (once)
 def _trivial_baseline_ap(root):
     """AP of a detector that knows the classes and the mean box size but not where objects are:
@@ -152,6 +210,19 @@ def test_tiny_detector_box_ap_at_three_patch_sizes(trained_det, det_data, tmp_pa
         assert r['coco/bbox_mAP'] > max(6, 10 * base) and r['coco/bbox_mAP_50'] > 30, (r, base, log[-2000:])
 
 
+def test_training_validation_table_in_percent(trained_det):
+    """tools/train.py's validation table (p = 12 at the last iteration) in the work dir's log: box AP in
+    percent (measured ~12 AP, i.e. 0.12 as a fraction before) and pycocotools' summary in the log file."""
+    _, work = trained_det
+    import glob
+    text = open(sorted(glob.glob(osp.join(str(work), '*', '*.log')))[-1]).read()
+    head, row = text[text.rindex('| patch | tokens |'):].splitlines()[0::2][:2]
+    cols = [c.strip() for c in head.strip('|').split('|')]
+    row = dict(zip(cols, (c.strip() for c in row.strip('|').split('|'))))
+    assert row['patch'] == '12' and float(row['coco/bbox_mAP_50']) > 10, (head, row)
+    assert ' Average Precision  (AP) @[ IoU=0.50:0.95' in text
+
+
 def test_tensor_mode_without_samples_and_demo(trained_det, det_data, tmp_path):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
@@ -179,7 +250,8 @@ def test_tensor_mode_without_samples_and_demo(trained_det, det_data, tmp_path):
 def test_real_lvis_config_takes_one_iteration(lvis_data, tmp_path):
     cfg = osp.join(ROOT, 'configs', 'det', 'lvis_owl_flexi_b.py')
     run_tool('tools/train.py', cfg, '--work-dir', str(tmp_path), '--cfg-options',
-             *_opts(lvis_data, osp.join(lvis_data, 'annotations', 'lvis_v1_val.json')), 'model.backbone.pretrained=None',
+             *_opts(lvis_data, osp.join(lvis_data, 'annotations', 'lvis_v1_val.json')),
+             'model.backbone.pretrained=None',
              'model.text_tower.checkpoint=None', 'train_cfg.max_iters=1', 'train_cfg.val_begin=2',
              'train_dataloader.batch_size=1', 'default_hooks.checkpoint.save_last=False',
              'optim_wrapper.type=OptimWrapper', 'custom_hooks.0.patch_sizes=[16]',

@@ -19,10 +19,15 @@ torch.compile of the model baked at each patch; metric as torch's). Per patch th
 are timed interleaved in one process. Writes OUT.md, OUT.csv and OUT.png (metric vs latency,
 one curve per runtime, per task). --budget-ms T picks, per task, the (patch, runtime) pair
 with the best metric whose latency meets T on this device.
-"""
-import argparse
 
+Progress: a line per model, patch, runtime and metric pass. The load average is printed first; on a
+busy machine (1-minute load + the benchmark's threads > CPUs) a warning goes to the terminal and
+OUT.md, since load slows runtimes by different factors and so can change the budget picks. Each
+model's process gets its own temporary folder (work dir, ONNX files, workers' files), removed after.
+"""
 import _bootstrap  # noqa: F401
+
+import argparse
 
 from flexitransfer.benchmark.tasks import RUNTIMES, run
 
@@ -35,7 +40,8 @@ def main():
     ap.add_argument('--runs', type=int, default=10)
     ap.add_argument('--throughput-batch', type=int, default=8)
     ap.add_argument('--budget-ms', type=float)
-    ap.add_argument('--out', default='work_dirs/benchmark', help='OUT.md, OUT.csv, OUT.png (docs/benchmark: the README\'s)')
+    ap.add_argument('--out', default='work_dirs/benchmark',
+                    help='OUT.md, OUT.csv, OUT.png (docs/benchmark: the README\'s)')
     ap.add_argument('--data-root', help='override the test set\'s data_root (all models)')
     ap.add_argument('--runtime', nargs='+', choices=RUNTIMES,
                     help='runtimes to compare (default: torch, plus bf16/fp16 autocast on CUDA); ONNX runtimes export '

@@ -6,11 +6,12 @@
 The terminal shows a short header, the progress and the table; mmengine's whole log (environment,
 config, hooks) is in the work dir's log file (``--verbose`` prints it here too).
 """
+import _bootstrap
+
 import argparse
 import json
 import numbers
 
-import _bootstrap
 from mmengine.config import DictAction
 
 
@@ -35,6 +36,7 @@ def main():
     from flexitransfer.engine import check_datasets_nonempty, init_distributed, validate_patch_config
     from flexitransfer.engine.console import header
     from flexitransfer.engine.validate import check_patch_fits
+    from flexitransfer.engine.workers import shut_down_workers
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     if args.patch:
@@ -45,11 +47,12 @@ def main():
     init_distributed(cfg, args.launcher)
     runner = build_test_runner(cfg, args.checkpoint, strict=True, prepared=True, quiet=not args.verbose)
     print(header(runner, args.config, f"test at {cfg.test_cfg.get('patch_sizes') or 'the model default'}"), flush=True)
-    check_datasets_nonempty(runner, ('test',))
+    check_datasets_nonempty(runner, ('test',))  # a missing data folder or an empty test set: one line
     metrics = runner.test()
+    shut_down_workers(runner, ('test',))  # killed at exit, they would leave /tmp/pymp-* folders
     loop = runner.test_loop
     if args.out_json:
-        num = lambda v: float(v) if isinstance(v, numbers.Real) and not isinstance(v, (int, bool)) else v  # noqa
+        num = lambda v: float(v) if isinstance(v, numbers.Real) and not isinstance(v, (int, bool)) else v
         table = [{k: num(v) for k, v in row.items()} for row in getattr(loop, 'last_table', [])]
         with open(args.out_json, 'w') as f:
             json.dump({'table': table, 'metrics': {k: float(v) for k, v in metrics.items()

@@ -74,11 +74,14 @@ def main():
         validate_patch_config,
     )
     from flexitransfer.engine.console import header, quiet_runner
+    from flexitransfer.engine.validate import check_data_paths
+    from flexitransfer.engine.workers import shut_down_workers
     cfg = build_cfg(args)
     for line in make_preemptible(cfg):  # atomic checkpoint hook; --resume: the newest checkpoint that reads
         print(line, flush=True)
     _bootstrap.require_checkpoint(cfg.get('load_from'), 'load_from checkpoint')  # before the config dump
     validate_patch_config(cfg, args.config)  # bad patch sizes fail now, not at the iteration that draws them
+    check_data_paths(cfg, ('train', 'val'), args.config)  # a missing data folder: one line, before the header
     init_distributed(cfg, args.launcher)  # before the Runner: mmengine's own start-up needs CUDA
     runner_cls = RUNNERS.get(cfg.runner_type) if 'runner_type' in cfg else Runner  # a scope's own runner
     runner = (runner_cls if args.verbose else quiet_runner(runner_cls)).from_cfg(cfg)
@@ -93,6 +96,7 @@ def main():
         if report:
             print(report, flush=True)
         runner.train()
+    shut_down_workers(runner)  # persistent loader workers: no pymp-* folders left in /tmp
     if run.checkpoint:
         sys.exit(PREEMPTED_EXIT_CODE)
 

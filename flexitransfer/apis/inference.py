@@ -9,6 +9,7 @@ import torch.nn as nn
 from mmengine.dataset import Compose, pseudo_collate
 
 from ..engine.patch_size import get_patch_size, set_patch_size
+from ..models.retrieval.lit import LiT
 
 ImageLike = Union[str, np.ndarray]
 
@@ -23,17 +24,38 @@ def _is_annotation(t: dict) -> bool:
 
 
 def test_pipeline(cfg, from_array: bool = False) -> Compose:
-    """The config's test pipeline without annotation loading (and without the file loader for arrays)."""
+    """The config's test pipeline without annotation loading (and without the file loader for arrays).
+
+    Args:
+        cfg (mmengine.Config): the model's config (``test_dataloader.dataset.pipeline`` is used).
+        from_array (bool): the images come as arrays, not files: drop the loading step. Default: False.
+
+    Returns:
+        mmengine.dataset.Compose: the pipeline, one image's dict in, the model's packed inputs out.
+    """
     steps = [dict(t) for t in cfg.test_dataloader.dataset.pipeline if not _is_annotation(t)]
     if from_array:
         steps = [t for t in steps if not _is_loader(t)]
     return Compose(steps)
 
 
+def _as_bgr(img: np.ndarray, index: int) -> np.ndarray:
+    """An image array as the file loader reads a file (``cv2.IMREAD_COLOR``): 3 channels, 8 bits for 16-bit
+    input; grayscale (HxW, HxWx1) repeated, the alpha channel of BGRA dropped."""
+    if img.ndim not in (2, 3):
+        raise ValueError(f'image {index}: an array must be HxW or HxWxC (BGR, as cv2.imread), got {img.shape}')
+    if img.ndim == 3 and img.shape[2] not in (1, 3, 4):
+        raise ValueError(f'image {index}: {img.shape[2]} channels; give 1 (gray), 3 (BGR) or 4 (BGRA), got {img.shape}')
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    if img.ndim == 2 or img.shape[2] == 1:
+        return np.ascontiguousarray(np.repeat(img.reshape(*img.shape[:2], 1), 3, axis=2))
+    return np.ascontiguousarray(img[..., :3]) if img.shape[2] == 4 else img
+
+
 def _inputs(img: ImageLike, index: int) -> dict:
     if isinstance(img, np.ndarray):
-        if img.ndim not in (2, 3):
-            raise ValueError(f'image {index}: an array must be HxW or HxWxC (BGR, as cv2.imread), got {img.shape}')
+        img = _as_bgr(img, index)
         return dict(img=img, img_path=None, img_id=index, img_shape=img.shape[:2], ori_shape=img.shape[:2])
     if not isinstance(img, str):
         raise TypeError(f'image {index}: give a file path or a numpy array, got {type(img).__name__}')
@@ -52,13 +74,28 @@ def inference_model(model: nn.Module, images: Union[ImageLike, Sequence[ImageLik
     (open-vocabulary detection: ``texts`` are the queries), ``pred_score`` / ``pred_label``
     (classification), ``img_emb`` (LiT; with ``texts``, ``txt_embs`` and ``pred_score`` over them).
     ``patch_size`` runs this call at that patch, then restores the model's own.
+
+    Args:
+        model (nn.Module): a task model from :func:`init_model` (``model.cfg`` set).
+        images (str | np.ndarray | Sequence): an image file or array, or a list of them.
+        patch_size (int | tuple[int, int], optional): the patch for this call. Default: the model's.
+        texts (Sequence[str], optional): open-vocabulary queries (detection) or texts to score (LiT).
+        batch_size (int): images per forward. Default: 8.
+
+    Returns:
+        The task's data sample for one image, or a list of them (one per image) for a list.
+
+    Raises:
+        ValueError: no images, or an array that is not HxW / HxWxC.
+        FileNotFoundError: an image file that does not exist.
+        TypeError: an image that is neither a path nor an array.
     """
     single = isinstance(images, (str, np.ndarray))
     imgs = [images] if single else list(images)
     if not imgs:
         raise ValueError('no images given')
     cfg = model.cfg
-    kind = type(model).__name__
+    lit = isinstance(model, LiT)
     pipes = {}
     old = get_patch_size(model)
     if patch_size is not None:
@@ -69,14 +106,14 @@ def inference_model(model: nn.Module, images: Union[ImageLike, Sequence[ImageLik
             batch = []
             for i, img in enumerate(imgs[start:start + batch_size], start):
                 data = _inputs(img, i)
-                if texts is not None and kind != 'LiT':
+                if texts is not None and not lit:
                     data['text'] = tuple(texts)
                 arr = isinstance(img, np.ndarray)
                 if arr not in pipes:
                     pipes[arr] = test_pipeline(cfg, from_array=arr)
                 batch.append(pipes[arr](data))
             with torch.no_grad():
-                if kind == 'LiT' and texts is not None:
+                if lit and texts is not None:
                     out += _lit_with_texts(model, pseudo_collate(batch), list(texts))
                 else:
                     out += model.test_step(pseudo_collate(batch))

@@ -15,7 +15,19 @@ from ..engine.patch_size import set_patch_size
 
 
 def load_config(config: Union[str, Config], cfg_options: Optional[dict] = None) -> Config:
-    """A Config from a path (or a copy of a Config), ``cfg_options`` merged; a missing file is one line."""
+    """A Config from a path (or a copy of a Config), ``cfg_options`` merged; a missing file is one line.
+
+    Args:
+        config (str | os.PathLike | mmengine.Config): a config file, or a Config (copied, not changed).
+        cfg_options (dict, optional): dotted keys -> values to merge in (``--cfg-options``).
+
+    Returns:
+        mmengine.Config: the config.
+
+    Raises:
+        FileNotFoundError: no such config file.
+        TypeError: ``config`` is neither a path nor a Config.
+    """
     if isinstance(config, (str, bytes)) or hasattr(config, '__fspath__'):
         path = str(config)
         if not osp.isfile(path):
@@ -33,7 +45,11 @@ def load_config(config: Union[str, Config], cfg_options: Optional[dict] = None) 
 
 def without_pretrained(model_cfg) -> None:
     """Drop the loading of pretrained parts (backbones, text towers, teachers) from a model config in
-    place: a trained checkpoint holds every tensor, and the pretrained files need not exist."""
+    place: a trained checkpoint holds every tensor, and the pretrained files need not exist.
+
+    Args:
+        model_cfg (dict): a config's ``model`` (changed in place).
+    """
     stack = [model_cfg]  # every FlexiViT (locked ones too) and text tower, wherever it sits
     while stack:
         node = stack.pop()
@@ -78,6 +94,17 @@ def init_model(config: Union[str, Config], checkpoint: Optional[str] = None, dev
     config's). Without a checkpoint the model is initialised as for training (pretrained parts
     loaded). The config is kept as ``model.cfg`` and the classes as ``model.dataset_meta``, as
     mmdet's / mmseg's ``init_*`` do, so their inferencers and ``inference_*`` take the model.
+
+    Args:
+        config (str | mmengine.Config): the config file or Config.
+        checkpoint (str, optional): the trained weights. Default: none (initialised as for training).
+        device (str | torch.device): where the model goes. Default: 'cpu'.
+        patch_size (int | tuple[int, int], optional): the patch its FlexiViTs run at. Default: the config's.
+        strict (bool): every tensor of the model must be in the checkpoint and no other. Default: True.
+        cfg_options (dict, optional): config overrides, as :func:`load_config`'s.
+
+    Returns:
+        nn.Module: the task model, in eval mode, with ``cfg`` and ``dataset_meta`` set.
     """
     from mmengine.registry import MODELS
     cfg = load_config(config, cfg_options)

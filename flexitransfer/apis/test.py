@@ -14,12 +14,20 @@ from typing import Callable, Optional, Sequence
 
 from ..engine.checkpoint import load_state, read_state_dict
 from ..engine.console import quiet_runner, unquiet_console
-from ..evaluation.main_metric import to_percent
+from ..engine.workers import shut_down_workers
+from ..evaluation.main_metric import percent_evaluator
 from .model import without_pretrained
 
 
 def default_work_dir(config_path: str) -> str:
-    """``work_dirs/<config name>``, mmengine's convention."""
+    """``work_dirs/<config name>``, mmengine's convention.
+
+    Args:
+        config_path (str): the config file.
+
+    Returns:
+        str: the work directory.
+    """
     return osp.join('work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
@@ -27,7 +35,18 @@ def prepare_test_cfg(cfg, patch_sizes: Optional[Sequence] = None, work_dir: Opti
                      data_root: Optional[str] = None, log_level: Optional[str] = None):
     """A copy of ``cfg`` ready for testing: the multi-patch test loop (at ``patch_sizes`` if given),
     no pretrained loading (the checkpoint holds every tensor; it is loaded strictly by
-    :func:`build_test_runner`, not by mmengine's lenient ``load_from``), its own visualizer."""
+    :func:`build_test_runner`, not by mmengine's lenient ``load_from``), its own visualizer.
+
+    Args:
+        cfg (mmengine.Config): the model's config (not changed).
+        patch_sizes (Sequence, optional): patch sizes to test at. Default: the config's test loop's.
+        work_dir (str, optional): the runner's work directory. Default: the config's, else a temporary one.
+        data_root (str, optional): the test set's folder, if not the config's.
+        log_level (str, optional): the runner's log level. Default: the config's.
+
+    Returns:
+        mmengine.Config: the test config.
+    """
     cfg = copy.deepcopy(cfg)
     cfg.work_dir = work_dir or cfg.get('work_dir') or tempfile.mkdtemp(prefix='ft_test_')
     test_cfg = dict(cfg.get('test_cfg') or {})
@@ -55,7 +74,19 @@ def build_test_runner(cfg, checkpoint: str, strict: bool = True, prepared: bool 
                       **prepare_kwargs):
     """An mmengine Runner for ``cfg`` (prepared by :func:`prepare_test_cfg` unless ``prepared``) with
     ``checkpoint`` loaded strictly into its model. Its test metrics are in percent (:func:`to_percent`: COCO /
-    LVIS AP too). ``quiet``: the console shows progress and tables only (the log file keeps everything)."""
+    LVIS AP too). ``quiet``: the console shows progress and tables only (the log file keeps everything).
+
+    Args:
+        cfg (mmengine.Config): the model's config.
+        checkpoint (str): the trained weights.
+        strict (bool): every tensor of the model must be in the checkpoint and no other. Default: True.
+        prepared (bool): ``cfg`` is already a test config (from :func:`prepare_test_cfg`). Default: False.
+        quiet (bool): keep the runner's set-up messages off the console. Default: False.
+        **prepare_kwargs: :func:`prepare_test_cfg`'s arguments (``patch_sizes``, ``work_dir``, ...).
+
+    Returns:
+        mmengine.runner.Runner: ``runner.test()`` runs the multi-patch test loop.
+    """
     from mmengine.runner import Runner
     weights = read_state_dict(checkpoint)  # a missing / broken file fails before the runner prints its set-up
     if not prepared:
@@ -68,9 +99,7 @@ def build_test_runner(cfg, checkpoint: str, strict: bool = True, prepared: bool 
         with contextlib.redirect_stdout(io.StringIO() if quiet else sys.stdout) as said:  # pycocotools' "loading..."
             loop = build_loop(loop)
         _log_only(runner, said.getvalue() if quiet else '')
-        if not getattr(loop.evaluator, '_percent', False):  # one unit for every metric
-            loop.evaluator.evaluate = _percent_evaluate(runner, loop.evaluator.evaluate, quiet)
-            loop.evaluator._percent = True
+        percent_evaluator(loop.evaluator, runner.logger)  # one unit for every metric (the multi-patch loop's own)
         return loop
     runner.build_test_loop = build_percent_loop
     return runner
@@ -81,21 +110,27 @@ def _log_only(runner, text: str) -> None:
         runner.logger.info(text.rstrip(), extra={'console': False})
 
 
-def _percent_evaluate(runner, evaluate_fractions, quiet: bool):
-    def evaluate_percent(size):
-        with contextlib.redirect_stdout(io.StringIO() if quiet else sys.stdout) as said:  # pycocotools' summary
-            metrics = evaluate_fractions(size)
-        _log_only(runner, said.getvalue() if quiet else '')
-        return to_percent(metrics)
-    return evaluate_percent
-
-
 def evaluate(cfg, checkpoint: str, patch_sizes: Optional[Sequence] = None, data_root: Optional[str] = None,
              log_level: str = 'WARNING', strict: bool = True,
              before_test: Optional[Callable] = None, quiet: bool = True) -> dict:
     """Test-set metrics (as ``runner.test()`` returns them, in percent) of ``checkpoint``; ``before_test(runner)``
     may change the loaded model first (e.g. run part of it in ONNX Runtime). ``quiet``: the runner's set-up
-    warnings (OpenMMLab deprecations, repeated by every runner) and pycocotools' prints stay off the terminal."""
+    warnings (OpenMMLab deprecations, repeated by every runner) and pycocotools' prints stay off the terminal.
+
+    Args:
+        cfg (mmengine.Config): the model's config.
+        checkpoint (str): the trained weights.
+        patch_sizes (Sequence, optional): patch sizes to test at. Default: the config's test loop's.
+        data_root (str, optional): the test set's folder, if not the config's.
+        log_level (str): the runner's log level. Default: 'WARNING'.
+        strict (bool): every tensor of the model must be in the checkpoint and no other. Default: True.
+        before_test (Callable, optional): ``before_test(runner)``, called once the checkpoint is loaded.
+        quiet (bool): see above. Default: True.
+
+    Returns:
+        dict: metric name -> value in percent: ``p<size>/<name>`` per patch size, and the first patch
+        size's also under their plain names.
+    """
     with tempfile.TemporaryDirectory(prefix='ft_eval_') as work_dir:
         runner = build_test_runner(cfg, checkpoint, strict=strict, patch_sizes=patch_sizes, work_dir=work_dir,
                                    data_root=data_root, log_level=log_level, quiet=quiet)
@@ -105,4 +140,5 @@ def evaluate(cfg, checkpoint: str, patch_sizes: Optional[Sequence] = None, data_
             metrics = runner.test()
         finally:
             unquiet_console(runner.logger)
+            shut_down_workers(runner, ('test',))  # before its work dir goes; killed at exit they leave /tmp/pymp-*
     return {k: float(v) for k, v in metrics.items() if isinstance(v, numbers.Real)}

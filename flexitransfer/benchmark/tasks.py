@@ -7,6 +7,7 @@ Each model is measured in a fresh process (``python -m flexitransfer.benchmark.t
 peak-RSS growth is its own; per patch the runtimes are timed interleaved in that process.
 """
 import json
+import os
 import os.path as osp
 import resource
 import subprocess
@@ -45,8 +46,7 @@ def make_forward(runtime, model, patch, img, tmp, dev, exporter='dynamo'):
     """``fn(x)`` running ``model`` at ``patch`` in ``runtime``; for ONNX runtimes also the graph's path."""
     import torch
 
-    from ..deploy import AUTOCAST_DTYPES, OnnxFunction, bake_model, export_onnx, quantize_int8
-    from ..deploy import has_predictor
+    from ..deploy import AUTOCAST_DTYPES, OnnxFunction, bake_model, export_onnx, has_predictor, quantize_int8
     from ..engine import flexi_modules
     if runtime == 'torch':
         return (lambda x: model(x, mode='tensor')), None
@@ -82,22 +82,38 @@ def make_forward(runtime, model, patch, img, tmp, dev, exporter='dynamo'):
     return (lambda x: fn(x.cpu())), path
 
 
+def _say(name: str, text: str) -> None:
+    print(f'[benchmark] {name}: {text}', flush=True)
+
+
 def measure_one(name, config, checkpoint, patches, runs, tp_batch, data_root=None, runtimes=None,
                 exporter='dynamo'):
-    """Runs in its own process: speed and memory first (increasing tokens), then the metric.
+    """Runs in its own process: speed and memory first (increasing tokens), then the metric, with a
+    progress line per patch, runtime and metric pass. The runner's work dir and the exported ONNX
+    files live in one temporary folder, removed when the measurement ends (or fails).
 
     Per patch, the runtimes are timed interleaved (round-robin, alternating order), so their
-    ratios hold even when the machine is busy."""
+    ratios hold even when the machine is busy.
+
+    Returns:
+        list[dict]: one row per (runtime, patch) (see :data:`COLUMNS`).
+    """
+    with tempfile.TemporaryDirectory(prefix='ft_bench_') as tmp:
+        return _measure(tmp, name, config, checkpoint, patches, runs, tp_batch, data_root, runtimes, exporter)
+
+
+def _measure(tmp, name, config, checkpoint, patches, runs, tp_batch, data_root, runtimes, exporter):
     import torch
 
     from ..apis import build_test_runner, load_config, prepare_test_cfg
-    from ..deploy import AUTOCAST_DTYPES, evaluate, infer_img_size
     from ..benchmark.timing import count_flops, interleaved_ms
+    from ..deploy import AUTOCAST_DTYPES, evaluate_onnx, infer_img_size
     from ..engine import flexi_modules, set_patch_size
+    from ..engine.workers import shut_down_workers
 
     cfg = load_config(config)
     cfg = prepare_test_cfg(cfg, patch_sizes=list(patches) if patches else None,
-                           work_dir=tempfile.mkdtemp(prefix='bench_'), data_root=data_root, log_level='WARNING')
+                           work_dir=osp.join(tmp, 'work'), data_root=data_root, log_level='WARNING')
     img = infer_img_size(cfg)
     if img is None:
         raise SystemExit(f'{config}: cannot tell its input size (set img_size in the config)')
@@ -112,14 +128,15 @@ def measure_one(name, config, checkpoint, patches, runs, tp_batch, data_root=Non
     params = sum(p.numel() for p in model.parameters()) / 1e6
     speed, onnx_paths = {}, {}
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    tmp = tempfile.mkdtemp(prefix='bench_onnx_')
     with torch.no_grad():
-        for p in patch_list:
+        for i, p in enumerate(patch_list):
             set_patch_size(model, p)
             x1 = torch.randn(1, chans, *img, device=dev)
             xb = torch.randn(tp_batch, chans, *img, device=dev)
             fwd, mem = {}, {}
             for rt in runtimes:
+                _say(name, f'patch {p} ({i + 1}/{len(patch_list)}): {rt}: ' +
+                     ('export + warm-up' if rt.startswith('onnx') or rt == 'torch-compile' else 'warm-up'))
                 fwd[rt], onnx_paths[(rt, p)] = make_forward(rt, model, p, img, tmp, dev, exporter)
                 ondev = cuda and rt.startswith('torch')
                 if ondev:
@@ -129,6 +146,7 @@ def measure_one(name, config, checkpoint, patches, runs, tp_batch, data_root=Non
                 sync()
                 mem[rt] = torch.cuda.max_memory_allocated() / 2 ** 20 if ondev else \
                     (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+            _say(name, f'patch {p} ({i + 1}/{len(patch_list)}): timing {", ".join(runtimes)} ({runs} rounds)')
             gflops = count_flops(lambda: model(x1, mode='tensor')) / 1e9  # steady state: no resize work
             lat = interleaved_ms({rt: (lambda f=fwd[rt]: f(x1)) for rt in runtimes}, runs, 1, sync)
             tput = interleaved_ms({rt: (lambda f=fwd[rt]: f(xb)) for rt in runtimes}, max(3, runs // 3), 1, sync)
@@ -140,10 +158,12 @@ def measure_one(name, config, checkpoint, patches, runs, tp_batch, data_root=Non
     for rt in runtimes:
         if rt in ('torch', 'torch-compile'):  # compiling does not change the function: torch's metric
             if 'torch' not in tables:
+                _say(name, f'metric of torch on the test set at patches {cfg.test_cfg["patch_sizes"]}')
                 runner.test()
                 tables['torch'] = list(runner.test_loop.last_table)
             tables[rt] = tables['torch']
         elif rt.startswith('torch-'):
+            _say(name, f'metric of {rt} on the test set at patches {cfg.test_cfg["patch_sizes"]}')
             with torch.autocast(dev.type, dtype=AUTOCAST_DTYPES[rt[len('torch-'):]]):
                 runner.test()
             tables[rt] = list(runner.test_loop.last_table)
@@ -153,12 +173,14 @@ def measure_one(name, config, checkpoint, patches, runs, tp_batch, data_root=Non
             if rt in tables:
                 r = next(r for r in tables[rt] if int(r['patch']) == p)
             else:  # the exported graph inside the task model: same data, same metric code
-                metrics = evaluate(cfg, checkpoint, onnx_paths[(rt, p)], patch_sizes=[p], data_root=data_root)
+                _say(name, f'metric of {rt} on the test set at patch {p}')
+                metrics = evaluate_onnx(cfg, checkpoint, onnx_paths[(rt, p)], patch_sizes=[p], data_root=data_root)
                 r = {'patch': str(p), 'tokens': (img[0] // p) * (img[1] // p),
                      **{k: v for k, v in metrics.items() if not k.startswith(f'p{p}/')}}
             metric = main_metric(r)
             rows.append(dict(task=name, runtime=rt, patch=int(r['patch']), tokens=r['tokens'], metric=metric,
                              value=float(r[metric]), params_m=params, **speed[(rt, int(r['patch']))]))
+    shut_down_workers(runner, ('test',))
     return rows
 
 
@@ -184,10 +206,12 @@ FORMATS = {'value': '{:.2f}', 'gflops': '{:.3f}', 'params_m': '{:.2f}', 'latency
            'throughput': '{:.1f}', 'peak_mem_mib': '{:.1f}'}
 
 
-def write_outputs(rows, out, budget=None):
-    """OUT.md (table + budget pick), OUT.csv, OUT.png (metric vs latency, one curve per runtime, per task)."""
+def write_outputs(rows, out, budget=None, note: str = ''):
+    """OUT.md (table + budget pick + ``note``), OUT.csv, OUT.png (metric vs latency, one curve per runtime, per
+    task); prints the Markdown once."""
     from ..reporting import save_figure, write_table
-    text = write_table(out, rows, COLUMNS, FORMATS, text_after=budget_pick(rows, budget) if budget is not None else '')
+    after = '\n\n'.join(t for t in (budget_pick(rows, budget) if budget is not None else '', note) if t)
+    text = write_table(out, rows, COLUMNS, FORMATS, text_after=after)
     print(text)
     tasks = list(dict.fromkeys(r['task'] for r in rows))
 
@@ -213,9 +237,16 @@ def write_outputs(rows, out, budget=None):
 
 def run(models, patches=None, runs=10, throughput_batch=8, budget_ms=None, out='work_dirs/benchmark',
         data_root=None, runtimes=None, exporter='dynamo', preset=None):
-    """Measure every ``(name, config, checkpoint)`` (each in a fresh process) and write the outputs."""
+    """Measure every ``(name, config, checkpoint)`` (each in a fresh process) and write the outputs. A busy
+    machine (:func:`~flexitransfer.benchmark.timing.busy_warning`, checked before the first measurement) is
+    reported on the terminal and in OUT.md, next to the budget picks it may change."""
+    import torch
+
+    from .timing import busy_warning, load_average
+    busy = busy_warning(torch.get_num_threads())  # first: training missing tiny checkpoints loads the CPU itself
+    print(f'[benchmark] load average at start {load_average()} (1/5/15 min)' + (f'\n{busy}' if busy else ''),
+          flush=True)
     if runtimes:  # fail before any work: e.g. bf16 on a CPU without bf16 units
-        import torch
         resolve_runtimes(runtimes, torch.device('cuda' if torch.cuda.is_available() else 'cpu'))
     models = list(models)
     if preset == 'tiny':
@@ -223,26 +254,34 @@ def run(models, patches=None, runs=10, throughput_batch=8, budget_ms=None, out='
             if not osp.exists(ckpt):
                 from ..datasets.toy import ensure_toy
                 ensure_toy(kind)
-                subprocess.run([sys.executable, 'tools/train.py', config], check=True)
+                with tempfile.TemporaryDirectory(prefix='ft_bench_') as tmp:  # what its dataloader workers leave
+                    subprocess.run([sys.executable, 'tools/train.py', config], check=True,
+                                   env=dict(os.environ, TMPDIR=tmp))
             models.append((name, config, ckpt))
     if not models:
         raise SystemExit('give --model NAME CONFIG CKPT (repeatable) or --preset tiny')
     rows = []
-    for name, config, ckpt in models:
-        if not osp.isfile(ckpt):
-            raise SystemExit(f'checkpoint not found: {ckpt}')
-        with tempfile.NamedTemporaryFile(suffix='.json') as f:
+    missing = [ckpt for _, _, ckpt in models if not osp.isfile(ckpt)]
+    if missing:  # before the first model's minutes of work
+        raise SystemExit(f'checkpoint not found: {missing[0]}')
+    for i, (name, config, ckpt) in enumerate(models):
+        # the child's TMPDIR, removed afterwards: its work dir, ONNX files, dataloader workers' and runtimes' files
+        with tempfile.TemporaryDirectory(prefix='ft_bench_') as tmp:
             args = dict(name=name, config=config, checkpoint=ckpt, patches=patches, runs=runs,
                         tp_batch=throughput_batch, data_root=data_root, runtimes=runtimes, exporter=exporter)
-            print(f'[benchmark] {name}: {config} @ {ckpt}', flush=True)
-            subprocess.run([sys.executable, '-m', 'flexitransfer.benchmark.tasks', json.dumps(args), f.name],
-                           check=True)
-            rows += json.load(open(f.name))
-    write_outputs(rows, out, budget_ms)
+            print(f'[benchmark] {name} (model {i + 1}/{len(models)}): {config} @ {ckpt}', flush=True)
+            result = osp.join(tmp, 'rows.json')
+            subprocess.run([sys.executable, '-m', 'flexitransfer.benchmark.tasks', json.dumps(args), result],
+                           check=True, env=dict(os.environ, TMPDIR=tmp))
+            with open(result) as f:
+                rows += json.load(f)
+    write_outputs(rows, out, budget_ms, note=busy or '')
     return rows
 
 
 if __name__ == '__main__':  # one model, in its own process (see run)
     import flexitransfer  # noqa: F401  (registers the modules)
     kwargs, dst = json.loads(sys.argv[1]), sys.argv[2]
-    json.dump(measure_one(**kwargs), open(dst, 'w'))
+    rows = measure_one(**kwargs)
+    with open(dst, 'w') as f:
+        json.dump(rows, f)

@@ -2,11 +2,13 @@
 and the machine's GEMM rate. What every benchmark script prints comes from here."""
 from __future__ import annotations
 
+import os
 import statistics
 import time
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
+
 
 def interleaved_ms(fns: Dict[str, Callable[[], object]], runs: int, warmup: int = 2,
                    sync: Callable = lambda: None) -> Dict[str, float]:
@@ -33,6 +35,39 @@ def interleaved_median_ms(fn_a: Callable, fn_b: Callable, x, runs: int, warmup: 
     ms = interleaved_ms({'a': lambda: fn_a(x), 'b': lambda: fn_b(x)}, runs, warmup, sync)
     return ms['a'], ms['b']
 
+
+
+def load_average() -> str:
+    """The 1 / 5 / 15-minute load averages as ``'0.52/0.40/0.31'`` ('n/a' where the OS has none)."""
+    try:
+        return '/'.join(f'{v:.2f}' for v in os.getloadavg())
+    except (AttributeError, OSError):
+        return 'n/a'
+
+
+def busy_warning(threads: int) -> Optional[str]:
+    """A warning when other processes keep the CPU busy, taken before a benchmark starts its own work.
+
+    The timings (and the budget picks made from them) hold on an idle machine; when the 1-minute load
+    average plus the benchmark's own ``threads`` exceeds the CPU count (by more than half a core),
+    processes compete for cores and latencies grow by a factor that differs between runtimes.
+
+    Args:
+        threads (int): the threads the benchmark's own computation uses.
+
+    Returns:
+        str | None: the warning, or None when the machine is idle enough (or the OS reports no load).
+    """
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    cpus = os.cpu_count() or 1
+    if load + threads <= cpus + 0.5:
+        return None
+    return (f'WARNING: the machine is busy (load average {load_average()} with {cpus} CPUs, {threads} threads '
+            f'for the benchmark): latencies come out slower than on an idle machine, and by different factors per '
+            f'runtime, so the budget picks may change; rerun when the load is below {max(cpus - threads, 0) + 0.5:g}')
 
 
 def count_flops(fn: Callable[[], object]) -> int:

@@ -21,14 +21,14 @@ alone, so the table shows whether sharing the process slowed it (ORT sessions do
 """
 from __future__ import annotations
 
-import os
 import os.path as osp
 import warnings
 from typing import Callable, Dict, List, Sequence
 
 import torch
 
-from ..benchmark.timing import count_flops, gemm_fn, gemm_gflops, interleaved_ms
+# load_average: imported for tools/benchmark_onnx.py, which prints it
+from ..benchmark.timing import count_flops, gemm_fn, gemm_gflops, interleaved_ms, load_average  # noqa: F401
 from .export import export_onnx
 from .quantize import quantize_int8
 from .session import OnnxFunction
@@ -38,13 +38,6 @@ RUNTIMES = ('eager', 'compile', 'ort', 'ort-mha', 'ort-int8', 'ort-mha-int8', 'o
 DEFAULT_RUNTIMES = ('eager', 'compile', 'ort', 'ort-mha', 'ort-int8', 'ort-mha-int8')
 FP32 = ('compile', 'ort', 'ort-mha', 'ort-unfused', 'openvino')
 INT8 = ('ort-int8', 'ort-mha-int8', 'torch-int8', 'openvino-int8')
-
-
-def load_average() -> str:
-    try:
-        return '/'.join(f'{v:.2f}' for v in os.getloadavg())
-    except OSError:
-        return 'n/a'
 
 
 def openvino_available() -> bool:

@@ -49,6 +49,17 @@ def allow_mmengine_checkpoints() -> None:
         _DONE = True
 
 
+def _load_error(e: Exception) -> str:
+    """torch.load's reason in one complete sentence (its messages run to paragraphs of advice)."""
+    text = ' '.join(str(e).split())
+    if 'WeightsUnpickler error:' in text:  # weights-only refusal: the object it met, not the options text
+        text = text.split('WeightsUnpickler error:', 1)[1].strip()
+    elif text.startswith('mmap can only be used'):  # torch's advice to re-save does not apply to a broken file
+        return "not in torch.save's zip format"
+    sentence = text.split('. ', 1)[0].rstrip('.')
+    return f'{type(e).__name__}: {sentence}' if sentence else f'{type(e).__name__}, the file ends early'
+
+
 def read_state_dict(path: str) -> dict:
     """The checkpoint's (meta, state dict) with clear errors; tensors are memory-mapped, not read."""
     import os.path as osp
@@ -63,8 +74,9 @@ def read_state_dict(path: str) -> dict:
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001  (truncated zip, not a torch file, foreign pickle)
-        raise ValueError(f'checkpoint {path!r} cannot be read ({type(e).__name__}: {str(e)[:200]}); the file is '
-                         f'truncated or not a PyTorch checkpoint: copy it again or use another one') from None
+        raise ValueError(f'checkpoint {path!r} ({osp.getsize(path)} bytes) cannot be read ({_load_error(e)}); the '
+                         f'file is truncated or not a PyTorch checkpoint: download or copy it again, or pick an '
+                         f'earlier checkpoint') from None
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f'checkpoint {path!r} holds no state dict of tensors; give a checkpoint written by '

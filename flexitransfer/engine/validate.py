@@ -164,7 +164,8 @@ def _describe_dataset(ds) -> str:
     """``Type(data_root=..., ...)`` of a dataset object or config dict."""
     get = ds.get if isinstance(ds, dict) else (lambda k, d=None: getattr(ds, k, d))
     name = get('type') if isinstance(ds, dict) else type(ds).__name__
-    parts = [f'{k}={get(k)!r}' for k in ('data_root', 'ann_file', 'data_prefix', 'split') if get(k) not in (None, '', {})]
+    parts = [f'{k}={get(k)!r}' for k in ('data_root', 'ann_file', 'data_prefix', 'split')
+             if get(k) not in (None, '', {})]
     return f'{name}(' + ', '.join(parts) + ')'
 
 
@@ -173,19 +174,137 @@ def _empty(stage: str, what: str) -> ValueError:
                       f'ann_file (and img_suffix / seg_map_suffix), or generate toy data with tools/make_toy_data.py')
 
 
+def _dataset_cfgs(ds, where: str):
+    """``(where, dataset config)`` of a dataset config, through its wrappers (Concat / Repeat / ...)."""
+    if not isinstance(ds, dict):
+        return
+    if isinstance(ds.get('datasets'), (list, tuple)):
+        for i, d in enumerate(ds['datasets']):
+            yield from _dataset_cfgs(d, f'{where}.datasets.{i}')
+    elif isinstance(ds.get('dataset'), dict):
+        yield from _dataset_cfgs(ds['dataset'], f'{where}.dataset')
+    else:
+        yield where, ds
+
+
+def _local(path) -> bool:
+    return isinstance(path, str) and bool(path) and '://' not in path
+
+
+def _missing_in_dataset(ds) -> Optional[Tuple[str, str, str]]:
+    """The first path of a dataset config that does not exist: (its config key, the path, what it is)."""
+    import os.path as osp
+    root = ds.get('data_root')
+    if _local(root) and not osp.isdir(root):
+        return 'data_root', root, 'the folder'
+    root = root if _local(root) else ''
+    join = lambda p: p if osp.isabs(p) or not root else osp.join(root, p)  # mmengine's rule
+    ann = ds.get('ann_file')
+    if _local(ann) and not osp.exists(join(ann)):
+        return 'ann_file', join(ann), 'the annotation file'
+    prefix = ds.get('data_prefix')
+    for key, p in (prefix.items() if isinstance(prefix, dict) else [('', prefix)]):
+        if _local(p) and not osp.exists(join(p)):
+            return 'data_prefix' + (f'.{key}' if key else ''), join(p), 'the folder'
+    return None
+
+
+def _toy_kind(path: str) -> Optional[str]:
+    """The ``tools/make_toy_data.py`` kind whose default folder ``path`` is (or lies in)."""
+    import os.path as osp
+
+    from ..datasets.toy import TOY_DATASETS
+    path = osp.normpath(osp.abspath(path))
+    for kind, t in TOY_DATASETS.items():
+        root = osp.normpath(osp.abspath(t.root))
+        if path == root or path.startswith(root + osp.sep):
+            return kind
+    return None
+
+
+def _shown(path: str) -> str:
+    import os
+    import os.path as osp
+    return repr(path) + ('' if osp.isabs(path) else f' (from {os.getcwd()})')
+
+
+def check_data_paths(cfg, stages: Sequence[str] = ('train', 'val', 'test'), config: str = 'config') -> None:
+    """Fail clearly, before any dataset is built, when a data folder or annotation file is missing.
+
+    OpenMMLab's datasets otherwise end in a bare ``[Errno 2] ... images/training``. Checks each
+    stage's ``<stage>_dataloader.dataset`` (through dataset wrappers): ``data_root``, then
+    ``ann_file`` and ``data_prefix`` under it; and the ``<stage>_evaluator``'s ``ann_file`` /
+    ``seg_prefix`` (COCO, panoptic and LVIS metrics read them). Remote paths (``s3://``) are skipped.
+
+    Args:
+        cfg: a Config or dict holding ``<stage>_dataloader`` / ``<stage>_evaluator`` entries.
+        stages: the stages to check ('train', 'val', 'test'); absent ones are skipped.
+        config: the config file, for the message.
+
+    Raises:
+        FileNotFoundError: naming the config, the entry, the missing path and the fix.
+    """
+    import os.path as osp
+    for stage in stages:
+        loader = cfg.get(f'{stage}_dataloader')
+        for where, ds in _dataset_cfgs(loader.get('dataset') if isinstance(loader, dict) else None,
+                                       f'{stage}_dataloader.dataset'):
+            missing = _missing_in_dataset(ds)
+            if missing is None:
+                continue
+            key, path, what = missing
+            kind = _toy_kind(path)
+            toy = f'generate the toy data: python tools/make_toy_data.py {kind}' if kind else \
+                'try the toy data first (python tools/make_toy_data.py --list)'
+            under = '' if key == 'data_root' else f' under data_root={ds.get("data_root")!r}'
+            raise FileNotFoundError(f'{config}: {where}.{key}: {what} {_shown(path)} does not exist{under}; point '
+                                    f'the config at the data with --cfg-options {where}.data_root=DIR (likewise '
+                                    f'for the other dataloaders), or {toy}')
+        evaluators = cfg.get(f'{stage}_evaluator')
+        evaluators = evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]
+        for i, ev in enumerate(e for e in evaluators if isinstance(e, dict)):
+            where = f'{stage}_evaluator' + (f'.{i}' if len(evaluators) > 1 else '')
+            for key in ('ann_file', 'seg_prefix'):
+                if _local(ev.get(key)) and not osp.exists(ev[key]):
+                    raise FileNotFoundError(f'{config}: {where}.{key}: {_shown(ev[key])} does not exist; point it at '
+                                            f'the data\'s annotations with --cfg-options {where}.{key}=PATH (the '
+                                            f'evaluator does not follow the dataloader\'s data_root)')
+
+
 def check_datasets_nonempty(runner, stages: Sequence[str]) -> None:
-    """Build the loops of ``stages`` ('train', 'val', 'test') now and fail clearly on an empty dataset.
+    """Build the loops of ``stages`` ('train', 'val', 'test') now and fail clearly on a missing data
+    folder (:func:`check_data_paths`, before any dataset is built) or an empty dataset.
 
     Otherwise an empty OpenMMLab dataset dies in mmengine's serialisation ("need at least one
     array to concatenate"), an unserialised one makes the infinite sampler spin forever, and an
-    empty test set ends in a metric dividing by zero.
+    empty test set ends in a metric dividing by zero. pycocotools' prints while a COCO metric reads
+    its annotations go to the runner's log, not the terminal.
+
+    Args:
+        runner: an mmengine Runner whose loops are not built yet.
+        stages: the stages to build and check.
+
+    Raises:
+        FileNotFoundError: a missing data folder or annotation file.
+        ValueError: an empty dataset.
     """
+    import contextlib
+    import io
+    pending = {}
+    for stage in stages:
+        if getattr(runner, f'_{stage}_loop', None) is not None:
+            pending[f'{stage}_dataloader'] = getattr(runner, f'_{stage}_dataloader', None)
+            pending[f'{stage}_evaluator'] = getattr(runner, f'_{stage}_evaluator', None)
+    check_data_paths(pending, stages, getattr(getattr(runner, 'cfg', None), 'filename', None) or 'config')
     for stage in stages:
         if getattr(runner, f'_{stage}_loop', None) is None:
             continue
         loader_cfg = getattr(runner, f'_{stage}_dataloader', None)
         try:
-            loop = getattr(runner, f'{stage}_loop')  # builds the loop and its dataloader, once
+            with contextlib.redirect_stdout(io.StringIO()) as said:  # pycocotools' "loading annotations..."
+                loop = getattr(runner, f'{stage}_loop')  # builds the loop and its dataloader, once
+            if said.getvalue().strip():
+                runner.logger.info(said.getvalue().rstrip())
         except ValueError as e:
             if 'need at least one array to concatenate' not in str(e):
                 raise

@@ -1,6 +1,10 @@
-"""The headline metric of a task's metrics dict: one list for every report (benchmark, deploy)."""
+"""The headline metric of a task's metrics dict (one list for every report: benchmark, deploy) and the one
+unit of every report (percent), in training's validation as in testing."""
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import numbers
 import re
 from typing import Iterable
@@ -42,3 +46,32 @@ def to_percent(metrics: dict) -> dict:
     the ground truth") stays -1."""
     return {k: round(float(v) * 100, 4) if is_fraction_metric(k) and isinstance(v, numbers.Real)
             and not isinstance(v, bool) and v >= 0 else v for k, v in metrics.items()}
+
+
+def percent_evaluator(evaluator, logger=None):
+    """Make ``evaluator.evaluate`` report in percent (:func:`to_percent`), as every table here does, with
+    pycocotools' prints (its AP / AR summary per evaluation) sent to ``logger`` at INFO level (the log
+    file; the console too unless a quiet runner filters it) instead of stdout. Training's validation
+    and the test loop use it, so both show the same numbers. Idempotent: an evaluator is wrapped once.
+
+    Args:
+        evaluator (mmengine.evaluator.Evaluator): the loop's evaluator (changed in place).
+        logger (logging.Logger, optional): where the prints go; None: mmengine's current logger.
+
+    Returns:
+        mmengine.evaluator.Evaluator: ``evaluator``.
+    """
+    if getattr(evaluator, '_percent', False):
+        return evaluator
+    evaluate_fractions = evaluator.evaluate
+
+    def evaluate_percent(size: int) -> dict:
+        with contextlib.redirect_stdout(io.StringIO()) as said:
+            metrics = evaluate_fractions(size)
+        if said.getvalue().strip():
+            from mmengine.logging import print_log
+            print_log(said.getvalue().rstrip(), logger=logger or 'current', level=logging.INFO)
+        return to_percent(metrics)
+    evaluator.evaluate = evaluate_percent
+    evaluator._percent = True
+    return evaluator
