@@ -15,7 +15,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT, det_opts, pan_opts, run_tool
 
 SEG = 'configs/seg/tiny_seg_flexi.py'
@@ -290,12 +289,14 @@ def test_one_unit_for_every_metric_percent():
 
 def test_quiet_console_keeps_progress_and_the_log_file_keeps_everything(tmp_path):
     import logging
+
     from mmengine.logging import MMLogger
+
     from flexitransfer.engine.console import quiet_console
     logger = MMLogger.get_instance('quiet_test', log_file=str(tmp_path / 'x.log'))
     quiet_console(logger)
     console = [h for h in logger.handlers if not isinstance(h, logging.FileHandler)][0]
-    rec = lambda msg, lvl=logging.INFO: logger.makeRecord('quiet_test', lvl, __file__, 1, msg, (), None)  # noqa
+    rec = lambda msg, lvl=logging.INFO: logger.makeRecord('quiet_test', lvl, __file__, 1, msg, (), None)
     assert not console.filter(rec('Config:\nmodel = dict(...)')) and not console.filter(rec('System environment'))
     assert console.filter(rec('Iter(train) [ 12/300]  lr: 1e-3')) and console.filter(rec('\n| patch | tokens |'))
     assert console.filter(rec('something odd', logging.WARNING)) and console.filter(rec('boom', logging.ERROR))
@@ -324,6 +325,7 @@ def test_test_tool_prints_a_short_header_and_the_table(trained_seg, seg_toy_data
 
 def test_labels_of_small_images_stay_inside_and_apart():
     from PIL import Image, ImageDraw
+
     from flexitransfer.reporting import display_scale, draw_labels, font
     k = display_scale(96, 96)
     assert k == 5 and display_scale(1000, 600) == 1

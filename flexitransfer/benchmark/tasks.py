@@ -206,32 +206,59 @@ FORMATS = {'value': '{:.2f}', 'gflops': '{:.3f}', 'params_m': '{:.2f}', 'latency
            'throughput': '{:.1f}', 'peak_mem_mib': '{:.1f}'}
 
 
-def write_outputs(rows, out, budget=None, note: str = ''):
-    """OUT.md (table + budget pick + ``note``), OUT.csv, OUT.png (metric vs latency, one curve per runtime, per
-    task); prints the Markdown once."""
-    from ..reporting import save_figure, write_table
-    after = '\n\n'.join(t for t in (budget_pick(rows, budget) if budget is not None else '', note) if t)
-    text = write_table(out, rows, COLUMNS, FORMATS, text_after=after)
-    print(text)
+def plot_speed_accuracy(rows, path: str, budget=None) -> str:
+    """One panel per task: the metric against batch-1 latency, a point per (patch, runtime) labelled by its
+    patch (a marker per runtime), and the Pareto front (no point more accurate and faster) drawn through
+    the points sorted by latency, so noisy latencies do not zig-zag a line joining patches in order.
+
+    Args:
+        rows (list[dict]): benchmark rows (``task``, ``runtime``, ``patch``, ``latency_ms``, ``value``, ...).
+        path (str): the PNG to write.
+        budget (float, optional): a latency budget drawn as a vertical line.
+
+    Returns:
+        str: ``path``.
+    """
+    from ..reporting import pareto_front, save_figure
     tasks = list(dict.fromkeys(r['task'] for r in rows))
+    runtimes = list(dict.fromkeys(r['runtime'] for r in rows))
+    ncols = min(3, len(tasks))
+    nrows = -(-len(tasks) // ncols)
 
     def draw(fig, axes):
-        for ax, task in zip(axes[0], tasks):
-            trows = [r for r in rows if r['task'] == task]
-            for rt in dict.fromkeys(r['runtime'] for r in trows):  # one curve per runtime, in latency order
-                rs = sorted((r for r in trows if r['runtime'] == rt), key=lambda r: r['latency_ms'])
-                line, = ax.plot([r['latency_ms'] for r in rs], [r['value'] for r in rs], 'o-', label=rt)
-                for k, r in enumerate(rs):  # labels alternate above / below the curve so they do not collide
+        for i, ax in enumerate(axes.flat):
+            if i >= len(tasks):
+                ax.axis('off')
+                continue
+            trows = [r for r in rows if r['task'] == tasks[i]]
+            for k, rt in enumerate(runtimes):
+                rs = [r for r in trows if r['runtime'] == rt]
+                ax.plot([r['latency_ms'] for r in rs], [r['value'] for r in rs], 'os^Dv'[k % 5], color=f'C{k}',
+                        ms=6, ls='none', label=rt)
+                for r in rs:
                     ax.annotate(f"p{r['patch']}", (r['latency_ms'], r['value']), textcoords='offset points',
-                                xytext=(5, 6 if k % 2 == 0 else -12), fontsize=8, color=line.get_color())
+                                xytext=(5, 4 if k % 2 == 0 else -11), fontsize=8, color=f'C{k}')
+            front = pareto_front(trows, cost='latency_ms', value='value')
+            ax.plot([r['latency_ms'] for r in front], [r['value'] for r in front], '-', color='0.3', lw=1.2,
+                    marker='o', ms=12, mfc='none', zorder=0, label='Pareto front (circled)')
             if budget is not None:
                 ax.axvline(budget, color='red', ls=':', lw=1, label=f'budget {budget:g} ms')
             ax.set_xlabel(f"latency, batch 1 (ms, {trows[0]['device']})")
             ax.set_ylabel(trows[0]['metric'])
-            ax.set_title(task)
+            ax.set_title(tasks[i])
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-    save_figure(draw, out + '.png', ncols=len(tasks), size=(4.8, 3.8))
+            ax.legend(fontsize=7)
+    return save_figure(draw, path, nrows=nrows, ncols=ncols, size=(4.2, 3.4))
+
+
+def write_outputs(rows, out, budget=None, note: str = ''):
+    """OUT.md (table + budget pick + ``note``), OUT.csv, OUT.png (:func:`plot_speed_accuracy`); prints the
+    Markdown once."""
+    from ..reporting import write_table
+    after = '\n\n'.join(t for t in (budget_pick(rows, budget) if budget is not None else '', note) if t)
+    text = write_table(out, rows, COLUMNS, FORMATS, text_after=after)
+    print(text)
+    plot_speed_accuracy(rows, out + '.png', budget)
     print(f'wrote {out}.md, {out}.csv, {out}.png')
 
 

@@ -73,7 +73,7 @@ def read_state_dict(path: str) -> dict:
                                 f'work_dirs/<config>/iter_*.pth or epoch_*.pth)')
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001  (truncated zip, not a torch file, foreign pickle)
+    except Exception as e:
         raise ValueError(f'checkpoint {path!r} ({osp.getsize(path)} bytes) cannot be read ({_load_error(e)}); the '
                          f'file is truncated or not a PyTorch checkpoint: download or copy it again, or pick an '
                          f'earlier checkpoint') from None
