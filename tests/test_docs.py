@@ -1,5 +1,6 @@
 """The docs cannot drift: quoted tables equal their results files, links resolve, results say where they
 came from, and numbers are not typed into tables by hand."""
+import functools
 import glob
 import os.path as osp
 import re
@@ -28,6 +29,7 @@ def slug(heading: str) -> str:
     return text.replace(' ', '-')
 
 
+@functools.lru_cache(maxsize=None)
 def anchors(path: str):
     seen, out = {}, set()
     in_code = False
@@ -39,7 +41,7 @@ def anchors(path: str):
             s = slug(m.group(1))
             out.add(s if s not in seen else f'{s}-{seen[s]}')
             seen[s] = seen.get(s, 0) + 1
-    return out
+    return frozenset(out)
 
 
 def broken_links(path: str, text: str):

@@ -2,9 +2,10 @@
 
     python tools/quickstart.py [--tasks seg lit panoptic det cls digits] [--retrain] [--docs]
 
-Each task: make its toy data (when missing), train its tiny config with ``tools/train.py`` (skipped
-when the checkpoint exists, unless ``--retrain``), test it with ``tools/test.py --out-json`` at the
-quick start's patches; ``digits`` runs ``tools/reproduce_digits.py``. Prints one table and writes
+Each task: make its toy data when missing (``datasets.toy.ensure_toy``, as ``tools/make_toy_data.py``),
+train its tiny config with ``tools/train.py`` (skipped when the checkpoint exists, unless ``--retrain``),
+test it with ``tools/test.py --out-json`` at the quick start's patches; ``digits`` runs
+``tools/reproduce_digits.py``. Prints one table and writes
 OUT.md / OUT.csv, and each task's whole test table as OUT_<task>.md / .csv (default
 ``work_dirs/quickstart/quickstart``; ``--docs``: ``docs/results/quickstart``,
 where the rows of this machine replace its earlier rows and other machines' rows are kept). The
@@ -17,11 +18,10 @@ import csv
 import json
 import os
 import os.path as osp
-import subprocess
-import sys
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from main_job import ROOT, run  # the main job's '+ command' subprocess runner, from the repo root
+
 # task: (toy data kind, config, checkpoint, patches, metric column of tools/test.py's table, its name here)
 TASKS = {
     'seg': ('seg', 'configs/seg/tiny_seg_flexi.py', 'iter_300.pth', [8, 12, 24, 40], 'mIoU', 'mIoU'),
@@ -35,29 +35,25 @@ TASKS = {
 COLS = ['task', 'patch', 'metric', 'value', 'machine', 'threads', 'seconds']
 
 
-def run(*args):
-    print('+', ' '.join(args), flush=True)
-    subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
-
-
 def column(row: dict, metric: str):
     """The value of ``metric`` in a row of tools/test.py's table (its column names carry the dataset prefix)."""
-    keys = [k for k in row if k == metric or k.endswith('/' + metric) or k.endswith(metric)]
+    keys = [k for k in row if k.split('/')[-1] == metric]
     if not keys:
         raise KeyError(f'no {metric!r} column in {sorted(row)}')
-    return row[sorted(keys, key=len)[0]]
+    return row[keys[0]]
 
 
 def task_rows(name: str, retrain: bool, threads: int, tag: str, out_prefix: str):
     """Train (unless its checkpoint exists) and test one task; writes OUT_PREFIX_<task>.md/.csv (the whole
     test table) and returns the headline rows."""
+    from flexitransfer.datasets.toy import ensure_toy
     from flexitransfer.reporting import write_table
     kind, cfg, ckpt_name, patches, metric, label = TASKS[name]
     work = osp.join('work_dirs', osp.splitext(osp.basename(cfg))[0])
     ckpt = osp.join(work, ckpt_name)
     t0 = time.time()
+    ensure_toy(kind, ROOT)  # as tools/make_toy_data.py KIND, when the folder is missing
     if retrain or not osp.isfile(osp.join(ROOT, ckpt)):
-        run('tools/make_toy_data.py', kind)
         run('tools/train.py', cfg, '--work-dir', work)
     out = osp.join(ROOT, 'work_dirs', 'quickstart', f'{name}.json')
     os.makedirs(osp.dirname(out), exist_ok=True)
