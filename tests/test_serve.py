@@ -176,6 +176,33 @@ def test_ladder_predicts_what_inference_model_predicts():
     assert lm.table() == {8: {1: 0.5, 2: 0.5}, 24: {1: 0.5, 2: 0.5}}
 
 
+def test_onnxruntime_ladder_predicts_what_the_torch_ladder_predicts(tmp_path):
+    """runtime='onnxruntime': one exported graph per patch in an ONNX Runtime session inside the task model;
+    same predictions as the torch ladder (classification scores, segmentation label maps)."""
+    pytest.importorskip('onnxruntime')
+    from flexitransfer.serve import PatchLadder
+    rng = np.random.default_rng(3)
+    imgs = [rng.integers(0, 255, (64, 80, 3), dtype=np.uint8) for _ in range(3)]
+    cls = _tiny(CLS)
+    torch_ladder, ort_ladder = PatchLadder(cls, [12, 30], warm=False), PatchLadder(cls, [12, 30], runtime='onnxruntime')
+    for p in (12, 30):
+        assert type(ort_ladder.models[p].onnx_function).__name__ == 'OnnxFunction'
+        want, got = torch_ladder.predict(imgs, p), ort_ladder.predict(imgs, p)
+        assert [g['label'] for g in got] == [w['label'] for w in want]
+        np.testing.assert_allclose([g['score'] for g in got], [w['score'] for w in want], atol=1e-4)
+    seg = _tiny(SEG)
+    keep = str(tmp_path / 'graphs')
+    ort_seg = PatchLadder(seg, [24], runtime='onnxruntime', onnx_dir=keep, threads=1)
+    assert osp.isfile(osp.join(keep, 'p24.onnx'))  # a folder given: the graphs are kept there
+    img = rng.integers(0, 255, (120, 120, 3), dtype=np.uint8)
+    got = ort_seg.predict([img, img[::-1]], 24)
+    want = PatchLadder(seg, [24], warm=False).predict([img, img[::-1]], 24)
+    for g, w in zip(got, want):
+        assert g['label_map'].shape == (120, 120) and (g['label_map'] == w['label_map']).mean() > 0.999
+    with pytest.raises(ValueError, match='runtime must be one of'):
+        PatchLadder(cls, [12], runtime='tensorrt')
+
+
 # ----------------------------------------------------------------------------- images as users have them
 def test_inference_model_takes_gray_alpha_16bit_and_palette_images(tmp_path):
     """A 4-channel array (BGRA) died with 'The size of tensor a (4) must match ...'. Arrays are read as
@@ -213,16 +240,26 @@ def test_inference_model_takes_gray_alpha_16bit_and_palette_images(tmp_path):
 # ----------------------------------------------------------------------------- Ray Serve, bounded
 def test_ray_serve_predicts_refuses_bad_requests_and_keeps_serving(tmp_path):
     """Start a one-replica server on a tiny checkpoint, one prediction equal to inference_model's at the
-    patch reported, bad requests answered 4xx with a JSON error, the next good one served, clean stop."""
+    patch reported, bad requests answered 4xx with a JSON error, the next good one served; the replica
+    killed, Ray Serve runs a new one that serves; a stop while requests are in flight answers them all."""
     ray = pytest.importorskip('ray', reason='ray[serve] is not installed (requirements.txt pins it)')
     requests = pytest.importorskip('requests')
     import socket
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     import cv2
     from PIL import Image
 
     from flexitransfer.apis import inference_model
-    from flexitransfer.serve.ray_app import build_app, from_json, start_server, stop_server
+    from flexitransfer.serve.ray_app import (
+        build_app,
+        from_json,
+        kill_replica,
+        replica_names,
+        start_server,
+        stop_server,
+        wait_for_replicas,
+    )
     model = _tiny(CLS)
     ckpt = str(tmp_path / 'tiny_cls.pth')
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
@@ -256,6 +293,22 @@ def test_ray_serve_predicts_refuses_bad_requests_and_keeps_serving(tmp_path):
             assert r.status_code == status and words in r.json()['error'], (status, r.status_code, r.text)
         r = post(png)
         assert r.status_code == 200 and from_json(r.json()['prediction'])['label'] == int(want.argmax())
+        # a crash: the replica's actor killed; Ray Serve replaces it and the server answers again
+        killed = kill_replica()
+        wait_for_replicas(1, after=killed, timeout_s=90)
+        assert killed not in replica_names() and len(replica_names()) == 1
+        assert post(png).json()['prediction']['label'] == int(want.argmax())
+        # shutdown drains: requests the server holds when the stop begins are all answered (16 MP images
+        # keep it busy for seconds; all are sent once the first answer is back)
+        big = cv2.imencode('.png', np.broadcast_to(np.arange(4000, dtype=np.uint8)[None, :, None],
+                                                   (4000, 4000, 3)).copy())[1].tobytes()
+        with ThreadPoolExecutor(8) as pool:
+            pending = [pool.submit(post, big) for _ in range(8)]
+            wait(pending, return_when=FIRST_COMPLETED)
+            held = sum(not f.done() for f in pending)
+            stop_server()
+            codes = [f.result().status_code for f in pending]
+        assert held > 0 and codes == [200] * len(codes), (held, codes)
     finally:
         stop_server()
         ray.shutdown()

@@ -1,10 +1,13 @@
 """Serve a FlexiViT task model over HTTP on Ray Serve, the patch chosen per batch to hold a latency SLO.
 
-    python tools/serve.py CONFIG CKPT --slo-ms 200 --patches 8 16 30 [--replicas N] [--port 8000]
+    python tools/serve.py CONFIG CKPT --slo-ms 200 --patches 8 16 30 [--runtime torch|onnxruntime] [--replicas N]
+                          [--port 8000]
     curl -s -H 'Content-Type: image/jpeg' --data-binary @demo.jpg http://127.0.0.1:8000/
     curl -s -H 'Content-Type: image/jpeg' --data-binary @demo.jpg 'http://127.0.0.1:8000/?patch=30'
 
-One checkpoint is baked at every patch of the ladder (flexitransfer.serve): at start-up each replica
+One checkpoint is baked at every patch of the ladder (flexitransfer.serve); with --runtime onnxruntime
+each baked patch is exported to ONNX once and run in an ONNX Runtime session (the graphs are static in
+the model's input size: --img-size, default the config's). At start-up each replica
 times every patch at batch 1 and the largest batch, and while serving it times every batch. For each
 batch Ray's batcher forms, the controller takes the most accurate patch with which the requests the
 replica holds still meet their deadlines (arrival + --slo-ms, or their own ?deadline_ms=), stepping
@@ -28,6 +31,8 @@ def main():
     p.add_argument('checkpoint')
     p.add_argument('--slo-ms', type=float, required=True, help='default deadline after arrival (ms)')
     p.add_argument('--patches', type=int, nargs='+', default=[8, 16, 30], help='the ladder (default: 8 16 30)')
+    p.add_argument('--runtime', choices=['torch', 'onnxruntime'], default='torch',
+                   help='run the baked patches in PyTorch or, exported at start-up, in ONNX Runtime')
     p.add_argument('--replicas', type=int, default=1, help='copies of the model (Ray spreads them over the cluster)')
     p.add_argument('--max-batch', type=int, default=8)
     p.add_argument('--batch-wait-ms', type=float, default=2.0, help='how long the batcher waits to fill a batch')
@@ -50,10 +55,11 @@ def main():
     app = build_app(args.config, args.checkpoint, args.patches, args.slo_ms, replicas=args.replicas,
                     max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
                     max_pixels=int(args.max_megapixels * 1e6), device=args.device, threads=args.threads,
-                    num_cpus=args.cpus_per_replica, img_size=tuple(args.img_size * 2)[:2] if args.img_size else None)
+                    num_cpus=args.cpus_per_replica, img_size=tuple(args.img_size * 2)[:2] if args.img_size else None,
+                    runtime=args.runtime)
     url = start_server(app, args.host, args.port)
-    print(f'serving {args.config} at patches {sorted(args.patches)}, SLO {args.slo_ms:g} ms: POST images to {url}'
-          f'  (Ctrl-C stops)', flush=True)
+    print(f'serving {args.config} at patches {sorted(args.patches)} ({args.runtime}), SLO {args.slo_ms:g} ms: '
+          f'POST images to {url}  (Ctrl-C stops)', flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -1,14 +1,17 @@
 """Open-loop load on the Ray Serve server over loopback: fixed finest, fixed coarsest and adaptive side
-by side, at multiples of the fixed-finest server's capacity, on the config's validation images.
+by side, at multiples of the fixed-finest server's capacity, on the config's validation images; and a
+fault run, one replica of the adaptive server killed during the load.
 
 Requests leave at Poisson times whatever the answers do (open loop), bounded in number and seconds;
 each answer's latency is measured at the client. The capacity of a server is its throughput when a
 burst of requests is sent at once (closed: all in flight). Accuracy is that of the answers served:
-top-1 (classification) or mIoU (segmentation) against the dataset's labels.
+top-1 (classification) or mIoU (segmentation) against the dataset's labels. A request fails when it gets
+no 200 answer within its timeout (an error status, a refused or dropped connection, a timeout).
 """
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -45,8 +48,9 @@ def val_requests(config: str, data_root: Optional[str] = None, limit: int = 64,
     ds = DATASETS.build(ds_cfg)
     bodies, labels, task = [], [], None
     for i in range(min(limit, len(ds))):
-        info = ds.get_data_info(i)
-        img = cv2.imread(info['img_path'], cv2.IMREAD_COLOR)
+        # mmengine datasets (segmentation) have get_data_info, flexitransfer's classification datasets get_info
+        info = ds.get_data_info(i) if hasattr(ds, 'get_data_info') else ds.get_info(i)
+        img = info['img'] if 'img' in info else cv2.imread(info['img_path'], cv2.IMREAD_COLOR)
         img = cv2.resize(img, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_LINEAR) if upscale > 1 else img
         bodies.append(cv2.imencode('.png', img)[1].tobytes())
         if 'seg_map_path' in info:
@@ -150,15 +154,19 @@ def summarize(answers: Sequence[dict], took: float, slo_ms: float) -> Dict[str, 
 def run_loadtest(config: str, checkpoint: str, patches: Sequence[int], slo_ms: float,
                  loads: Sequence[float] = (0.5, 1, 2, 4), max_requests: int = 600, max_seconds: float = 10.0,
                  data_root: Optional[str] = None, upscale: int = 1, max_batch: int = 8, threads: Optional[int] = 1,
-                 port: int = 8000, seed: int = 0, saturate_n: int = 200,
-                 settle_s: Optional[float] = None) -> List[dict]:
-    """Fixed finest, fixed coarsest and adaptive servers, each under open-loop load at ``loads`` x the fixed
-    finest server's capacity (measured first), on the same traces.
+                 port: int = 8000, seed: int = 0, saturate_n: int = 200, settle_s: Optional[float] = None,
+                 runtime: str = 'torch', fixed: Optional[Sequence[int]] = None,
+                 kill_replica_at: Optional[float] = None, kill_load: float = 1.0, kill_replicas: int = 2,
+                 timeout_s: float = 30.0, echo=None) -> List[dict]:
+    """Fixed servers (default: the finest and the coarsest patch) and the adaptive server, each under open-loop
+    load at ``loads`` x the fixed finest server's capacity (measured first), on the same traces; optionally a
+    fault run: the adaptive server with ``kill_replicas`` replicas, one of them killed ``kill_replica_at``
+    seconds into a run at ``kill_load``.
 
     Args:
         config (str): the model's config.
         checkpoint (str): its weights.
-        patches (Sequence[int]): the adaptive server's ladder (finest and coarsest give the fixed servers).
+        patches (Sequence[int]): the adaptive server's ladder.
         slo_ms (float): the deadline after arrival.
         loads (Sequence[float]): offered load, in units of the fixed finest server's capacity.
         max_requests (int): the most requests per run.
@@ -166,46 +174,102 @@ def run_loadtest(config: str, checkpoint: str, patches: Sequence[int], slo_ms: f
         data_root (str, optional): the validation data's root; default the config's.
         upscale (int): validation images enlarged this many times per side.
         max_batch (int): the largest batch.
-        threads (int, optional): torch threads in the replica.
+        threads (int, optional): torch / ONNX Runtime threads in each replica.
         port (int): the HTTP port on 127.0.0.1.
         seed (int): the traces' seed (one trace per load, the same for every server).
         saturate_n (int): requests of the capacity bursts.
         settle_s (float, optional): pause after a burst, before the loads; default 12 x the SLO + 1 s.
+        runtime (str): 'torch' or 'onnxruntime' (every server).
+        fixed (Sequence[int], optional): the fixed servers' patches; default the ladder's finest and coarsest.
+            The first one's capacity sets the loads.
+        kill_replica_at (float, optional): seconds after the fault run's first request when one replica is
+            killed (:func:`~flexitransfer.serve.ray_app.kill_replica`); None: no fault run.
+        kill_load (float): the fault run's offered load (x the fixed finest capacity).
+        kill_replicas (int): the fault run's replicas.
+        timeout_s (float): a request unanswered this long fails.
+        echo (Callable[[str], None], optional): progress lines.
 
     Returns:
         list[dict]: one row per server and load: mode, load, offered, the :func:`summarize` columns,
-        accuracy, saturation (the server's capacity).
+        accuracy, saturation (the server's capacity; None for the fault run), restart_s (fault run: seconds
+        from the kill until Ray ran a replacement; None elsewhere).
+
+    Raises:
+        ValueError: a fault run whose kill would come after its last arrival.
     """
     from ..apis import load_config
     from ..deploy.bake import infer_img_size
     from .ray_app import build_app, start_server, stop_server
+    if kill_replica_at is not None and not 0 <= kill_replica_at < max_seconds:
+        raise ValueError(f'kill the replica within the run: 0 <= kill_replica_at ({kill_replica_at}) < max_seconds '
+                         f'({max_seconds})')
+    echo = echo or (lambda line: None)
     bodies, labels, task = val_requests(config, data_root, upscale=upscale)
     base = infer_img_size(load_config(config))
     img_size = (base[0] * upscale, base[1] * upscale) if base is not None and upscale > 1 else None
     num_classes = len((load_config(config).get('metainfo') or {}).get('classes') or []) or 1 + max(
         int(lab.max()) if task == 'seg' else lab for lab in labels)
     settle_s = 12 * slo_ms / 1000 + 1 if settle_s is None else settle_s
-    fine, coarse = min(patches), max(patches)
-    modes = [(f'fixed p{fine}', [fine]), (f'fixed p{coarse}', [coarse]), ('adaptive', sorted(set(patches)))]
+    fixed = [int(p) for p in fixed] if fixed else [min(patches), max(patches)]
+    modes = [(f'fixed p{p}', [p]) for p in fixed] + [('adaptive', sorted(set(patches)))]
+
+    def app(ladder, replicas=1):
+        return build_app(config, checkpoint, ladder, slo_ms, replicas=replicas, max_batch=max_batch, threads=threads,
+                         img_size=img_size, runtime=runtime)
+
+    def run(url, load, k):
+        answers, took = open_loop(url, bodies, load * cap, max_requests, max_seconds, seed=seed + k,
+                                  timeout_s=timeout_s)
+        return {'load': load, 'offered': load * cap, **summarize(answers, took, slo_ms),
+                'accuracy': accuracy(answers, labels, task, num_classes)}
+
     rows, cap = [], None
     try:
         for mode, ladder in modes:
-            url = start_server(build_app(config, checkpoint, ladder, slo_ms, max_batch=max_batch, threads=threads,
-                                         img_size=img_size), port=port)
+            url = start_server(app(ladder), port=port)
             open_loop(url, bodies, 50.0, 20, 1.0, seed=seed)  # warm the HTTP path
             if cap is None:
                 cap = capacity(url, bodies, saturate_n)
             time.sleep(settle_s)  # the burst leaves the controller's rate window and hysteresis
             done = []
             for k, load in enumerate(loads):
-                answers, took = open_loop(url, bodies, load * cap, max_requests, max_seconds, seed=seed + k)
-                done.append({'mode': mode, 'load': load, 'offered': load * cap, **summarize(answers, took, slo_ms),
-                             'accuracy': accuracy(answers, labels, task, num_classes)})
+                done.append({'mode': mode, **run(url, load, k)})
+                echo(f'{mode} at {load:g}x: {done[-1]["within_slo"]:.1f} % within the SLO, {done[-1]["patch_mix"]}')
             sat = cap if not rows else capacity(url, bodies, saturate_n)
-            rows += [{**r, 'saturation': sat} for r in done]
+            rows += [{**r, 'saturation': sat, 'restart_s': None} for r in done]
+        if kill_replica_at is not None:
+            mode = f'adaptive x{kill_replicas}, 1 killed at {kill_replica_at:g} s'
+            url = start_server(app(sorted(set(patches)), kill_replicas), port=port)
+            open_loop(url, bodies, 50.0, 20, 1.0, seed=seed)
+            time.sleep(settle_s)
+            span = min(max_seconds, max_requests / (kill_load * cap))
+            if kill_replica_at >= span:
+                echo(f'warning: the fault run sends its requests within {span:.1f} s, before the kill at '
+                     f'{kill_replica_at:g} s: raise --max-requests or lower --kill-replica-at')
+            fault: Dict[str, object] = {}
+            killer = threading.Thread(target=_kill_later, args=(kill_replica_at, kill_replicas, fault), daemon=True)
+            killer.start()
+            row = run(url, kill_load, len(loads))
+            killer.join()
+            if 'error' in fault:
+                raise fault['error']
+            rows.append({'mode': mode, **row, 'saturation': None, 'restart_s': fault['restart_s']})
+            echo(f'{mode}: {row["failed"]} of {row["sent"]} requests failed; a replacement ran '
+                 f'{fault["restart_s"]:.1f} s after the kill')
     finally:
         stop_server()
     return rows
+
+
+def _kill_later(at_s: float, replicas: int, out: dict) -> None:
+    """Kill one replica ``at_s`` seconds from now, then time how long Ray takes to run a replacement."""
+    from .ray_app import kill_replica, wait_for_replicas
+    try:
+        time.sleep(at_s)
+        out['killed'] = kill_replica()
+        out['restart_s'] = wait_for_replicas(replicas, after=out['killed'])
+    except Exception as e:  # re-raised in the caller's thread
+        out['error'] = e
 
 
 def goals(rows: Sequence[dict]) -> List[Tuple[str, bool]]:
@@ -217,8 +281,8 @@ def goals(rows: Sequence[dict]) -> List[Tuple[str, bool]]:
     Returns:
         list[tuple[str, bool]]: (goal, held).
     """
-    def row(mode_prefix, load):
-        return next((r for r in rows if r['mode'].startswith(mode_prefix) and r['load'] == load), None)
+    def row(mode, load):
+        return next((r for r in rows if r['mode'] == mode and r['load'] == load), None)
     fine = next(r['mode'] for r in rows if r['mode'].startswith('fixed'))
     coarse = [r['mode'] for r in rows if r['mode'].startswith('fixed')][-1]
     out = []

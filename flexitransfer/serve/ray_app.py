@@ -134,17 +134,18 @@ class AnytimeServer:
         cfg_options (dict, optional): merged into the config.
         img_size (int | tuple[int, int], optional): the input size the patches are baked and timed at;
             default the config's (see :class:`~flexitransfer.serve.ladder.PatchLadder`).
+        runtime (str): 'torch' or 'onnxruntime' (one exported graph per patch, made at start-up).
     """
 
     def __init__(self, config: str, checkpoint: Optional[str], patches: Sequence[int], slo_ms: float,
                  max_batch: int = 8, batch_wait_ms: float = 2.0, max_pixels: int = MAX_PIXELS, device: str = 'cpu',
                  threads: Optional[int] = None, cfg_options: Optional[dict] = None, img_size=None,
-                 headroom: float = 0.1):
+                 headroom: float = 0.1, runtime: str = 'torch'):
         import torch
         if threads:
             torch.set_num_threads(threads)
         self.ladder = PatchLadder.from_checkpoint(config, checkpoint, patches, device=device, img_size=img_size,
-                                                  cfg_options=cfg_options)
+                                                  cfg_options=cfg_options, runtime=runtime, threads=threads)
         self.latency = self.ladder.measure(batch_sizes=sorted({1, max_batch}), repeats=3)
         if not 0 <= headroom < 1:
             raise ValueError(f'headroom must be in [0, 1), got {headroom}')
@@ -159,7 +160,7 @@ class AnytimeServer:
     async def __call__(self, http):
         from starlette.responses import JSONResponse
         if http.method == 'GET' and http.url.path.rstrip('/').endswith('/-/ladder'):
-            return JSONResponse({'patches': self.ladder.patches, 'slo_ms': self.slo_ms,
+            return JSONResponse({'patches': self.ladder.patches, 'slo_ms': self.slo_ms, 'runtime': self.ladder.runtime,
                                  'latency_s': {str(p): {str(b): t for b, t in row.items()}
                                                for p, row in self.latency.table().items()}})
         arrival = time.monotonic()
@@ -221,12 +222,17 @@ class AnytimeServer:
 def build_app(config: str, checkpoint: Optional[str], patches: Sequence[int], slo_ms: float, replicas: int = 1,
               max_batch: int = 8, batch_wait_ms: float = 2.0, max_pixels: int = MAX_PIXELS, device: str = 'cpu',
               threads: Optional[int] = None, num_cpus: float = 1.0, cfg_options: Optional[dict] = None,
-              img_size=None, headroom: float = 0.1):
+              img_size=None, headroom: float = 0.1, runtime: str = 'torch', health_check_period_s: float = 2.0):
     """The Ray Serve application (see :class:`AnytimeServer` for the arguments; ``replicas`` copies, each
-    reserving ``num_cpus``)."""
-    return AnytimeServer.options(num_replicas=replicas, ray_actor_options={'num_cpus': num_cpus}).bind(
+    reserving ``num_cpus``; Ray's controller checks each replica every ``health_check_period_s`` and replaces
+    the dead)."""
+    from .ladder import RUNTIMES
+    if runtime not in RUNTIMES:
+        raise ValueError(f'runtime must be one of {RUNTIMES}, got {runtime!r}')
+    return AnytimeServer.options(num_replicas=replicas, ray_actor_options={'num_cpus': num_cpus},
+                                 health_check_period_s=health_check_period_s).bind(
         config, checkpoint, [int(p) for p in patches], slo_ms, max_batch, batch_wait_ms, max_pixels, device,
-        threads, cfg_options, img_size, headroom)
+        threads, cfg_options, img_size, headroom, runtime)
 
 
 def start_server(app, host: str = '127.0.0.1', port: int = 8000, name: str = 'flexitransfer') -> str:
@@ -248,5 +254,90 @@ def start_server(app, host: str = '127.0.0.1', port: int = 8000, name: str = 'fl
 
 
 def stop_server() -> None:
-    """Shut Ray Serve down (in-flight requests drain first)."""
+    """Shut Ray Serve down: the replicas stop taking requests and finish the ones they hold (Ray's graceful
+    shutdown, ``graceful_shutdown_timeout_s`` at most) before they exit."""
     serve.shutdown()
+
+
+def replica_names(name: str = 'flexitransfer', deployment: str = 'AnytimeServer') -> List[str]:
+    """The actor names of the deployment's live replicas (Ray Serve names them ``SERVE_REPLICA::app#deployment#id``
+    in the ``serve`` namespace).
+
+    Args:
+        name (str): the application's name (:func:`start_server`).
+        deployment (str): the deployment's name.
+
+    Returns:
+        list[str]: the names, sorted.
+    """
+    import ray
+    prefix = f'SERVE_REPLICA::{name}#{deployment}#'
+    return sorted(a['name'] for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a['namespace'] == 'serve' and a['name'].startswith(prefix))
+
+
+def kill_replica(name: str = 'flexitransfer', deployment: str = 'AnytimeServer') -> str:
+    """Kill one replica of the deployment as a crash would (``ray.kill``, the actor not restarted by Ray core):
+    Ray Serve's controller notices the dead replica and starts a new one.
+
+    Args:
+        name (str): the application's name.
+        deployment (str): the deployment's name.
+
+    Returns:
+        str: the killed replica's actor name.
+
+    Raises:
+        LookupError: the deployment has no live replica.
+    """
+    import ray
+    names = replica_names(name, deployment)
+    if not names:
+        raise LookupError(f'no live replica of {name}/{deployment} to kill')
+    ray.kill(ray.get_actor(names[0], namespace='serve'), no_restart=True)
+    return names[0]
+
+
+def running_replicas(name: str = 'flexitransfer', deployment: str = 'AnytimeServer') -> int:
+    """How many replicas of the deployment Ray Serve reports RUNNING (``serve.status()``).
+
+    Args:
+        name (str): the application's name.
+        deployment (str): the deployment's name.
+
+    Returns:
+        int: the count (0 when the application is not deployed).
+    """
+    app = serve.status().applications.get(name)
+    dep = app.deployments.get(deployment) if app is not None else None
+    return int(dep.replica_states.get('RUNNING', 0)) if dep is not None else 0
+
+
+def wait_for_replicas(replicas: int, name: str = 'flexitransfer', deployment: str = 'AnytimeServer',
+                      timeout_s: float = 120.0, poll_s: float = 0.2, after: Optional[str] = None) -> float:
+    """Wait until ``replicas`` replica actors live and Ray Serve reports as many RUNNING (given ``after``, a
+    killed replica, none of them is it: the killed actor leaves the named actors at once, while the status
+    counts it RUNNING until the controller notices).
+
+    Args:
+        replicas (int): the replicas wanted.
+        name (str): the application's name.
+        deployment (str): the deployment's name.
+        timeout_s (float): the longest wait.
+        poll_s (float): seconds between looks.
+        after (str, optional): a killed replica's actor name.
+
+    Returns:
+        float: the seconds waited.
+
+    Raises:
+        TimeoutError: not within ``timeout_s``.
+    """
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        live = [n for n in replica_names(name, deployment) if n != after]
+        if len(live) >= replicas and running_replicas(name, deployment) >= replicas:
+            return time.monotonic() - start
+        time.sleep(poll_s)
+    raise TimeoutError(f'{name}/{deployment}: {running_replicas(name, deployment)} of {replicas} replicas running '
+                       f'after {timeout_s:g} s')
