@@ -74,6 +74,72 @@ def test_controller_uses_the_finest_patch_whenever_the_queue_allows():
     assert 8 not in during
 
 
+def test_a_spent_burst_leaves_no_coarse_patch_behind():
+    """The load test's order: a capacity burst, a calm spell, then light load. The burst drove the controller
+    to the coarsest patch; the calm spell (idle for longer than up_after_s) means the load has passed, so
+    light load is served at p = 8 from its first request (it climbed a rung per up_after_s of load before)."""
+    from flexitransfer.serve import PatchController, poisson_arrivals
+    burst = np.zeros(300)
+    light = poisson_arrivals(0.5 * CAP8, 4.0, seed=11, start=2.0)
+    res = _run(PatchController(latency(), slo_s=SLO), np.concatenate([burst, light]))
+    assert 30 in res.patch[:300]
+    assert {res.patch[i] for i in range(300, len(res.patch))} == {8}, res.patch_mix()
+    assert res.met()[300:].all()
+
+
+def test_the_controller_climbs_to_the_most_accurate_rung_that_stayed_feasible():
+    """Down to p = 30 under a flood; then light load keeps the server busy (no idle spell): once p = 8 and
+    p = 16 have both been feasible with margin for up_after_s, the controller goes straight to p = 8 (it
+    climbed through p = 16 first, another up_after_s, before)."""
+    from flexitransfer.serve import PatchController
+    ctl = PatchController(latency(), slo_s=SLO, rate_window_s=0.05)
+    flood = [ctl.request(0.0) for _ in range(40)]
+    assert ctl.decide(flood, now=0.0).patch == 30
+    used = []
+    for t in np.arange(0.15, 0.8, 0.03):  # one request at a time, served before the next arrives
+        used.append(ctl.decide([ctl.request(t)], now=t).patch)
+    assert used[0] == 30 and 16 not in used and used[-1] == 8, used
+
+
+# service times shaped like the load test's server (tiny Segmenter at 240 px on one CPU thread, over HTTP):
+# p = 8 about 23 requests/s in batches of 8, p = 12 about 45, p = 15 about 62, p = 24 about 111; and the mIoU
+# (%) of each patch on the toy validation images at that size (flexitransfer.serve.PatchLadder)
+SERVER = {8: (0.013, 0.0419), 12: (0.011, 0.0208), 15: (0.010, 0.01465), 24: (0.008, 0.0080)}
+SERVER_MIOU = {8: 96.6, 12: 94.9, 15: 93.3, 24: 87.2}
+
+
+def test_load_test_goals_hold_on_the_simulated_clock():
+    """The load test's sequence (a capacity burst, a calm spell, then 0.5x, 1x, 2x, 4x of the p = 8 capacity,
+    back to back, 10 % noise on every service time) with the 8 / 12 / 15 / 24 ladder: at 0.5x every request at
+    p = 8; at 2x >= 99 % within the deadline and the served mIoU within 5 points of p = 8's."""
+    from flexitransfer.serve import LatencyModel, PatchController, poisson_arrivals, simulate
+    slo = 0.36  # 400 ms, 90 % of it planned for
+
+    def service(patch, batch):
+        return SERVER[patch][0] + SERVER[patch][1] * batch
+    rng = np.random.default_rng(0)
+    noisy = lambda p, b: service(p, b) * float(np.exp(rng.normal(0, 0.1)))
+    cap8 = 8 / service(8, 8)
+    parts, spans, t = [np.full(200, 0.0)], {}, 200 / (8 / service(24, 8)) + 5.8  # burst, drained, settled
+    for k, load in enumerate((0.5, 1, 2, 4)):
+        a = poisson_arrivals(load * cap8, 8.0, seed=20 + k, start=t)[:300]
+        parts.append(a)
+        spans[load] = (len(np.concatenate(parts)) - len(a), len(np.concatenate(parts)))
+        t = a[-1] + 0.05
+    lm = LatencyModel.from_table({p: {1: service(p, 1), 8: service(p, 8)} for p in SERVER})
+    res = simulate(PatchController(lm, slo_s=slo), np.concatenate(parts), noisy, slo, latency=lm)
+    met = res.met()
+
+    def served(load):
+        lo, hi = spans[load]
+        return res.patch[lo:hi], met[lo:hi].mean()
+    patches, share = served(0.5)
+    assert set(patches) == {8} and share == 1.0
+    patches, share = served(2)
+    miou = np.mean([SERVER_MIOU[p] for p in patches])
+    assert share >= 0.99 and miou >= SERVER_MIOU[8] - 5, (share, miou, {p: patches.count(p) for p in SERVER})
+
+
 def test_hysteresis_no_flapping_on_a_steady_load():
     from flexitransfer.serve import PatchController, poisson_arrivals
     steady = poisson_arrivals(3 * CAP8, 10.0, seed=6)  # p = 16 sustains it, p = 8 does not

@@ -1,7 +1,7 @@
 """Load test of the anytime server (flexitransfer.serve): fixed finest, fixed coarsest and adaptive patch,
 side by side, under open-loop Poisson load at multiples of the fixed finest server's capacity.
 
-    python tools/loadtest.py CONFIG CKPT --slo-ms 100 --patches 8 12 16 24 [--loads 0.5 1 2 4]
+    python tools/loadtest.py CONFIG CKPT --slo-ms 100 --patches 8 12 15 24 [--loads 0.5 1 2 4]
                              [--fixed 8 24] [--runtime torch|onnxruntime] [--max-requests 600] [--max-seconds 10]
                              [--kill-replica-at SECONDS [--kill-load 1] [--kill-replicas 2]]
                              [--upscale 1] [--data-root DIR] [--out docs/results/serve_loadtest]
@@ -48,7 +48,7 @@ def main():
     p.add_argument('config')
     p.add_argument('checkpoint')
     p.add_argument('--slo-ms', type=float, required=True)
-    p.add_argument('--patches', type=int, nargs='+', default=[8, 12, 16, 24], help="the adaptive server's ladder")
+    p.add_argument('--patches', type=int, nargs='+', default=[8, 12, 15, 24], help="the adaptive server's ladder")
     p.add_argument('--fixed', type=int, nargs='+', default=None,
                    help='the fixed servers (default: the finest and the coarsest patch); the first sets the loads')
     p.add_argument('--runtime', choices=['torch', 'onnxruntime'], default='torch')

@@ -84,9 +84,14 @@ class PatchController:
     now is in time too. A batch runs at the most accurate feasible patch.
 
     Hysteresis: the controller steps to a coarser patch as soon as its patch is infeasible, but to a
-    finer one only one rung at a time, once that rung has been feasible with service times
-    ``1 + up_margin`` times longer at every decision for ``up_after_s`` seconds. Pinned batches run at
-    their patch and leave that state alone.
+    finer one only once that rung has been feasible with service times ``1 + up_margin`` times longer
+    at every decision for ``up_after_s`` seconds (the most accurate such rung: a drop to the coarsest
+    patch under a spike does not cost a climb through every rung between). A server that has been
+    idle for ``up_after_s`` (no request waiting from the predicted end of its last batch until the
+    earliest arrival in the queue) starts afresh at the most accurate feasible patch: hysteresis guards
+    against flapping under load, and an idle spell is evidence that the load has passed (without it, a
+    burst's coarse patch outlives the burst by a rung climb per ``up_after_s`` of the next load). Pinned
+    batches run at their patch and leave that state alone.
 
     Args:
         latency (LatencyModel): service time per (patch, batch size); the server keeps it current.
@@ -124,10 +129,11 @@ class PatchController:
         self.up_after_s, self.up_margin, self.safety = float(up_after_s), up_margin, safety
         self.rate_window_s, self.hysteresis = float(rate_window_s), hysteresis
         self._level = 0                          # index into ranking of the patch in use
-        self._up_since: Optional[float] = None   # since when a finer patch has been feasible with margin
+        self._up_since: Dict[int, float] = {}   # finer rung -> since when it has been feasible with margin
         self._arrivals: deque = deque()          # arrival times seen within the rate window
         self._last_seq = -1
         self._first: Optional[float] = None      # the first arrival seen (the window fills from there)
+        self._busy_until: Optional[float] = None  # the predicted end of the last batch decided
 
     @property
     def patch(self) -> int:
@@ -207,28 +213,33 @@ class PatchController:
             raise ValueError(f'a batch runs at one patch: it mixes the pinned patches {sorted(pins, key=str)}')
         pin = pins.pop()
         if pin is not None:
-            return Decision(pin, batch, self.latency.predict(pin, len(batch)), pinned=True)
+            return self._decided(Decision(pin, batch, self.latency.predict(pin, len(batch)), pinned=True), now)
         in_batch = {id(r) for r in batch}
         rest = [r for r in ordered if id(r) not in in_batch]
         floor, _ = self._plan(batch, rest, now, fast, fast, scale)
         feasible = [p == fast or self._ok(self._plan(batch, rest, now, p, fast, scale), floor, now, lam, fast)
                     for p in self.ranking]
         best = feasible.index(True)
+        first = min(r.arrival for r in list(queue) + batch)
+        if self._busy_until is not None and first - self._busy_until >= self.up_after_s:
+            self._level, self._up_since = best, {}  # idle long enough: the load has passed
         if not feasible[self._level] or not self.hysteresis:  # down at once, to the most accurate feasible patch
-            self._level, self._up_since = best, None
-        elif best < self._level:  # up one rung, once it has been feasible with margin for up_after_s
-            up = self._level - 1
-            if self._ok(self._plan(batch, rest, now, self.ranking[up], fast, scale * (1 + self.up_margin)),
-                        floor, now, lam, fast):
-                self._up_since = now if self._up_since is None else self._up_since
-                if now - self._up_since >= self.up_after_s:
-                    self._level, self._up_since = up, None
-            else:
-                self._up_since = None
-        else:
-            self._up_since = None
+            self._level, self._up_since = best, {}
+        else:  # up to the most accurate rung that has been feasible with margin for up_after_s
+            slow = scale * (1 + self.up_margin)
+            self._up_since = {i: self._up_since.get(i, now) for i in range(best, self._level)
+                              if self._ok(self._plan(batch, rest, now, self.ranking[i], fast, slow), floor, now, lam,
+                                          fast)}
+            ready = [i for i, since in self._up_since.items() if now - since >= self.up_after_s]
+            if ready:
+                self._level, self._up_since = min(ready), {}
         p = self.ranking[self._level]
-        return Decision(p, batch, self.latency.predict(p, len(batch)))
+        return self._decided(Decision(p, batch, self.latency.predict(p, len(batch))), now)
+
+    def _decided(self, decision: Decision, now: float) -> Decision:
+        """Note when the decided batch is predicted to end (the idle test of the next decision)."""
+        self._busy_until = max(now, self._busy_until or now) + decision.service_s
+        return decision
 
     def _ok(self, plan: Tuple[List[bool], float], floor: List[bool], now: float, lam: float, fast: int) -> bool:
         """A plan meets every deadline ``floor`` meets, and its backlog, with the arrivals it lets in served
