@@ -303,6 +303,27 @@ def test_inference_model_takes_gray_alpha_16bit_and_palette_images(tmp_path):
         inference_model(model, bgr[..., :2])
 
 
+# ----------------------------------------------------------------------------- the load test's report
+def test_load_test_goals_and_the_fault_row():
+    """goals() reads the fixed and adaptive rows by exact mode (a fault row, 'adaptive x2, ...' at 1x, is not
+    the adaptive server's); a kill outside the run is refused before any server starts."""
+    from flexitransfer.serve.loadtest import goals, run_loadtest
+
+    def row(mode, load, within, mix, acc, sat):
+        return dict(mode=mode, load=load, within_slo=within, patch_mix=mix, accuracy=acc, saturation=sat,
+                    failed=0, sent=100, restart_s=None)
+    rows = [row('fixed p8', 0.5, 100, '8:100%', 96.6, 23), row('fixed p8', 2, 4, '8:100%', 96.7, 23),
+            row('fixed p24', 0.5, 100, '24:100%', 87.2, 111), row('fixed p24', 2, 100, '24:100%', 87.2, 111),
+            row('adaptive', 0.5, 100, '8:100%', 96.6, 107), row('adaptive', 2, 99.7, '12:55% 15:45%', 94.2, 107),
+            {**row('adaptive x2, 1 killed at 3 s', 2, 80, '24:100%', 87.2, None), 'restart_s': 12.5}]
+    held = goals(rows)
+    assert [ok for _, ok in held] == [True, True, True, True], held
+    rows[5] = row('adaptive', 2, 99.7, '12:10% 24:90%', 88.1, 107)
+    assert [ok for _, ok in goals(rows)] == [True, False, True, True]
+    with pytest.raises(ValueError, match='kill the replica within the run'):
+        run_loadtest(CLS, 'none.pth', [12, 30], 100, max_seconds=5, kill_replica_at=6)
+
+
 # ----------------------------------------------------------------------------- Ray Serve, bounded
 def test_ray_serve_predicts_refuses_bad_requests_and_keeps_serving(tmp_path):
     """Start a one-replica server on a tiny checkpoint, one prediction equal to inference_model's at the

@@ -197,12 +197,12 @@ def run_loadtest(config: str, checkpoint: str, patches: Sequence[int], slo_ms: f
     Raises:
         ValueError: a fault run whose kill would come after its last arrival.
     """
-    from ..apis import load_config
-    from ..deploy.bake import infer_img_size
-    from .ray_app import build_app, start_server, stop_server
     if kill_replica_at is not None and not 0 <= kill_replica_at < max_seconds:
         raise ValueError(f'kill the replica within the run: 0 <= kill_replica_at ({kill_replica_at}) < max_seconds '
                          f'({max_seconds})')
+    from ..apis import load_config
+    from ..deploy.bake import infer_img_size
+    from .ray_app import build_app, start_server, stop_server
     echo = echo or (lambda line: None)
     bodies, labels, task = val_requests(config, data_root, upscale=upscale)
     base = infer_img_size(load_config(config))
