@@ -40,10 +40,13 @@ def test_pi_resize_float32_exact_upsampling():
     assert ((_token(x_up, resize_patch_embed(w, 48)) - ref).norm() / ref.norm()) < 1e-5
 
 
-@pytest.mark.parametrize('new', [8, 10, 12, 15, 16, 24, 30, 48, (16, 8)])
-def test_pi_resize_matches_timm(new):
+@pytest.mark.parametrize('old,new', [(32, n) for n in (8, 10, 12, 15, 16, 24, 30, 48, (16, 8))]
+                         # the digits experiments' sizes (48-px input): stores 24 and 32, p 4 ... 24
+                         + [(24, n) for n in (4, 6, 8, 12, 16)] + [(32, n) for n in (4, 6)])
+def test_pi_resize_matches_timm(old, new):
+    """timm's resample_patch_embed is big_vision's PI-resize (pinv of the non-antialiased resize basis)."""
     torch.manual_seed(0)
-    w = torch.randn(6, 3, 32, 32)
+    w = torch.randn(6, 3, old, old)
     size = [new, new] if isinstance(new, int) else list(new)
     ref = resample_patch_embed(w, size, interpolation='bilinear', antialias=False)
     out = resize_patch_embed(w, new)
@@ -74,14 +77,32 @@ def test_bilinear_matrix_is_half_pixel_bilinear():
         assert torch.allclose(out, ref, atol=1e-12)
 
 
-@pytest.mark.parametrize('grid', [5, 6, 8, 10, 15, 24, 30, (10, 4)])
-def test_pos_resize_matches_timm(grid):
+@pytest.mark.parametrize('old,grid', [(7, g) for g in (5, 6, 8, 10, 15, 24, 30, (10, 4))]
+                         + [(6, g) for g in (12, 8, 4, 3, 2)])  # the digits FlexiViT's grid 6 to 48 / p
+def test_pos_resize_matches_timm(old, grid):
     torch.manual_seed(0)
-    pos = torch.randn(1, 49, 16)
+    pos = torch.randn(1, old * old, 16)
     g = (grid, grid) if isinstance(grid, int) else grid
-    ref = resample_abs_pos_embed(pos, list(g), (7, 7), num_prefix_tokens=0, interpolation='bilinear',
+    ref = resample_abs_pos_embed(pos, list(g), (old, old), num_prefix_tokens=0, interpolation='bilinear',
                                  antialias=True)
-    assert (resize_pos_embed(pos, 7, g) - ref).abs().max() < 1e-5
+    assert (resize_pos_embed(pos, old, g) - ref).abs().max() < 1e-5
+
+
+def test_pi_aa_is_pi_when_enlarging_and_reads_every_pixel_when_shrinking():
+    """'pi_aa' = least squares against the antialiased basis: the same as 'pi' when enlarging; when
+    shrinking a 24x24 store, 'pi' reads 1/9 of the stored pixels at p = 4 and 8 (disjoint sets), 'pi_aa'
+    all of them."""
+    assert torch.allclose(kernel_resize_matrix(8, 24, 'pi_aa'), kernel_resize_matrix(8, 24, 'pi'), atol=1e-12)
+    reads = {(m, p): (kernel_resize_matrix(24, p, m).abs() > 1e-9).any(0) for m in ('pi', 'pi_aa') for p in (4, 8)}
+    assert reads['pi', 4].sum() == reads['pi', 8].sum() == 64 and not (reads['pi', 4] & reads['pi', 8]).any()
+    assert reads['pi_aa', 4].all() and reads['pi_aa', 8].all()
+    torch.manual_seed(0)
+    w = torch.randn(1, 1, 24, 24, dtype=torch.float64)
+    b = bilinear_matrix(24, 8, antialias=True)
+    loss = lambda v: ((b.T @ v.reshape(-1) - w.reshape(-1)) ** 2).sum()
+    wn = resize_patch_embed(w, 8, 'pi_aa')
+    assert all(loss(wn + 1e-3 * torch.randn_like(wn)) > loss(wn) for _ in range(5))
+    assert loss(resize_patch_embed(w, 8, 'pi')) > loss(wn)
 
 
 def test_matrices_are_cached_not_recomputed():

@@ -35,8 +35,10 @@ import torch.nn.functional as F
 Size2 = Tuple[int, int]
 SizeLike = Union[int, Sequence[int]]
 
-#: Kernel resize modes: the paper's PI-resize and its naive baselines.
-KERNEL_RESIZE_MODES = ('pi', 'bilinear', 'bilinear_aa', 'area')
+#: Kernel resize modes: the paper's PI-resize, PI-resize against an antialiased basis ('pi_aa': the same
+#: when enlarging; when shrinking, each new pixel reads a box of old ones instead of the two nearest per
+#: axis, see docs/results/digits_dip.md), and the naive baselines.
+KERNEL_RESIZE_MODES = ('pi', 'pi_aa', 'bilinear', 'bilinear_aa', 'area')
 
 
 def to_2tuple(size: SizeLike) -> Size2:
@@ -86,9 +88,9 @@ def _area_matrix64(old: Size2, new: Size2) -> torch.Tensor:
 
 @lru_cache(maxsize=MAX_CACHED_MATRICES)
 @plain_tensors
-def _pi_matrix64(old: Size2, new: Size2) -> torch.Tensor:
+def _pi_matrix64(old: Size2, new: Size2, antialias: bool = False) -> torch.Tensor:
     # w_new = pinv(B^T) w: least-squares solution of <x, w> = <Bx, w_new>.
-    b = _bilinear_matrix64(old, new, False)
+    b = _bilinear_matrix64(old, new, antialias)
     return torch.linalg.pinv(b.T).contiguous()
 
 
@@ -105,13 +107,16 @@ def pi_resize_matrix(old: SizeLike, new: SizeLike) -> torch.Tensor:
 def kernel_resize_matrix(old: SizeLike, new: SizeLike, mode: str = 'pi') -> torch.Tensor:
     """Float64 matrix M such that ``vec(w_new) = M @ vec(w_old)`` for one kernel slice.
 
-    ``mode``: ``'pi'`` (PI-resize, the paper's), ``'bilinear'`` (plain bilinear
+    ``mode``: ``'pi'`` (PI-resize, the paper's), ``'pi_aa'`` (PI-resize against an antialiased
+    basis: equal to ``'pi'`` when enlarging), ``'bilinear'`` (plain bilinear
     resize of the kernel, the naive baseline), ``'bilinear_aa'`` (the same,
     antialiased) or ``'area'``.
     """
     old, new = to_2tuple(old), to_2tuple(new)
     if mode == 'pi':
         return _pi_matrix64(old, new)
+    if mode == 'pi_aa':
+        return _pi_matrix64(old, new, True)
     if mode == 'bilinear':
         return _bilinear_matrix64(old, new, False)
     if mode == 'bilinear_aa':

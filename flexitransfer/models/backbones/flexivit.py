@@ -129,7 +129,8 @@ class FlexiViT(BaseModule):
         base_pos_grid (int | tuple[int, int]): size of the stored position grid (7 in the
             paper). A checkpoint's grid of another size is resized bilinearly on load (a smaller
             store warns as above): set it to the checkpoint's grid to load exactly. (converter)
-        kernel_resize (str): 'pi' (default), or a naive baseline 'bilinear' | 'bilinear_aa' | 'area'.
+        kernel_resize (str): 'pi' (default), 'pi_aa' (PI-resize against an antialiased basis: each
+            smaller kernel reads every stored pixel), or a naive baseline 'bilinear' | 'bilinear_aa' | 'area'.
         pos_resize_antialias (bool): antialias when shrinking the position grid. Default: True.
         with_cls_token (bool): prepend a class token. (converter)
         pos_embed_cls (bool): the class token has its own position embedding (CLIP, classic
