@@ -25,15 +25,18 @@ from ..reporting import markdown_table, patch_axis, save_figure, write_table
 
 PATCHES = [4, 6, 8, 12, 16, 24]  # grids 12, 8, 6, 4, 3, 2 on 48x48
 IMG = 48
-FLEXI_STORE = (24, 6)  # the FlexiViT's stored kernel size and position grid
+# the FlexiViT's stored kernel size (the smallest patch: docs/results/digits_dip.md) and position grid
+FLEXI_STORE = (4, 6)
+FLEXI_KERNEL_RESIZE = 'pi'  # how the stored kernel is resized to each patch (exact PI up-resizes from a 4x4 store)
 
 
 class Net(nn.Module):
-    def __init__(self, base_patch, base_grid, patch, kernel_resize='pi'):
+    def __init__(self, base_patch, base_grid, patch, kernel_resize='pi', pos_resize_antialias=True):
         super().__init__()
         self.backbone = FlexiViT(arch=dict(embed_dims=64, num_layers=4, num_heads=4), in_channels=1,
                                  patch_size=patch, base_patch_size=base_patch, base_pos_grid=base_grid,
-                                 kernel_resize=kernel_resize, out_type='cls_token')
+                                 kernel_resize=kernel_resize, pos_resize_antialias=pos_resize_antialias,
+                                 out_type='cls_token')
         self.backbone.init_weights()
         self.head = nn.Linear(64, 10)
 
@@ -42,13 +45,14 @@ class Net(nn.Module):
 
 
 def flexi_net(patch: int = 8) -> Net:
-    """The digits FlexiViT (stored kernel 24x24, position grid 6x6)."""
-    return Net(*FLEXI_STORE, patch)
+    """The digits FlexiViT (stored kernel 24x24, position grid 6x6, ``FLEXI_KERNEL_RESIZE``)."""
+    return Net(*FLEXI_STORE, patch, kernel_resize=FLEXI_KERNEL_RESIZE)
 
 
-def random_patch_fn(seed: int, patches=PATCHES) -> Callable[[int], int]:
-    """FlexiViT training: the patch size of step ``s`` is ``draw_patch_size(s, patches, seed=seed)``."""
-    return lambda step: int(draw_patch_size(step, list(patches), seed=seed))
+def random_patch_fn(seed: int, patches=PATCHES, probs=None) -> Callable[[int], int]:
+    """FlexiViT training: the patch size of step ``s`` is ``draw_patch_size(s, patches, probs, seed)``
+    (``probs`` None: uniform over ``patches``)."""
+    return lambda step: int(draw_patch_size(step, list(patches), probs, seed=seed))
 
 
 def load_digits_48(seed):
@@ -113,7 +117,8 @@ model = dict(
     type='FlexiImageClassifier', num_classes=10, pool='tok', head_zero_init=False,
     data_preprocessor=dict(type='ImgDataPreprocessor', mean=[127.5], std=[127.5]),
     backbone=dict(type='FlexiViT', arch=dict(embed_dims=64, num_layers=4, num_heads=4), in_channels=1,
-                  patch_size={patch}, base_patch_size={base_patch}, base_pos_grid={base_grid}, kernel_resize='pi'))
+                  patch_size={patch}, base_patch_size={base_patch}, base_pos_grid={base_grid},
+                  kernel_resize={kernel_resize!r}))
 test_pipeline = [dict(type='LoadImageFromFile', color_type='grayscale'), dict(type='PackClsInputs')]
 test_dataloader = dict(batch_size=128, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
                        dataset=dict(type='ImageFolderDataset', data_root={root!r}, data_prefix='test',
@@ -142,7 +147,7 @@ def save_model(model, root, name, patch, meta: Optional[dict] = None):
     with open(osp.join(root, name + '.py'), 'w') as f:
         f.write(CONFIG_TEMPLATE.format(name=name, root=osp.abspath(root), img=IMG, patch=patch,
                                        base_patch=bb.base_patch_size[0], base_grid=bb.base_pos_grid[0],
-                                       patches=PATCHES))
+                                       kernel_resize=bb.kernel_resize, patches=PATCHES))
 
 
 def load_saved_flexi(root: str, name: str = 'flexivit') -> Optional[Net]:
@@ -150,8 +155,11 @@ def load_saved_flexi(root: str, name: str = 'flexivit') -> Optional[Net]:
     path = osp.join(root, name + '.pth')
     if not osp.isfile(path):
         return None
-    model = flexi_net()
-    model.load_state_dict(torch.load(path, map_location='cpu', weights_only=True)['state_dict'])
+    sd = torch.load(path, map_location='cpu', weights_only=True)['state_dict']
+    # the stored kernel and grid as saved (a model saved before the store changed loads as it was trained)
+    store, grid = sd['backbone.patch_embed.weight'].shape[-1], round(sd['backbone.pos_embed'].shape[1] ** 0.5)
+    model = Net(store, grid, 8, kernel_resize=FLEXI_KERNEL_RESIZE)
+    model.load_state_dict(sd)
     return model.eval()
 
 

@@ -86,20 +86,16 @@ def store_reads(store: int = OLD_STORE, patches: Sequence[int] = PATCHES, mode: 
         mode: kernel resize mode (:data:`~flexitransfer.ops.KERNEL_RESIZE_MODES`).
 
     Returns:
-        One row per patch: ``read %`` (share of stored pixels with a non-zero weight), ``shared %`` (share
-        of the pixels it reads that the kernel of another patch below 12 reads too), ``flat gain``
+        One row per patch: ``read %`` (share of stored pixels with a non-zero weight), ``flat gain``
         (the token of a flat patch relative to the stored kernel's, for a flat stored kernel: 1 means
         the same response at every patch size).
     """
     reads = {p: (kernel_resize_matrix(store, p, mode).abs() > 1e-9).any(0) if p != store
              else torch.ones(store * store, dtype=torch.bool) for p in patches}
-    small = [p for p in patches if p < 12]
     rows = []
     for p in patches:
         m = kernel_resize_matrix(store, p, mode) if p != store else torch.eye(store * store, dtype=torch.float64)
         rows.append({'patch': p, 'read %': 100.0 * reads[p].double().mean().item(),
-                     'shared %': 100.0 * (reads[p] & torch.stack([reads[q] for q in small if q != p]).any(0))
-                     .double().sum().item() / reads[p].sum().item(),
                      'flat gain': (m.sum() / (store * store)).item()})
     return rows
 
@@ -177,15 +173,22 @@ def write_dip(done: dict, variants: Sequence[str], out: str, epochs: int) -> str
         for p in PATCHES:
             m, ci = _mean_ci([r[f'p{p}'] for r in runs])
             row[f'p{p}'], row[f'p{p} ±'] = m, ci
-        row['dip'] = min(row['p12'], row['p16']) - min(row['p8'], row['p24'])
+        cis = [row[f'p{p} ±'] for p in PATCHES]
+        row['± max'] = max(cis) if len(runs) > 1 else ''
+        for p in PATCHES:
+            row[f'p{p} ±'] = row[f'p{p} ±'] if len(runs) > 1 else ''
+        row['dip'] = '' if 'fixed' in VARIANTS[v][1] else min(row['p12'], row['p16']) - min(row['p8'], row['p24'])
         row['what changes'] = VARIANTS[v][0]
         rows.append(row)
     cols = ['variant', 'seeds'] + [f'p{p}' for p in PATCHES] + ['dip', 'what changes']
-    show = [{**r, **{f'p{p}': f"{r[f'p{p}']:.1f} ± {r[f'p{p} ±']:.1f}" if r['seeds'] > 1 else f"{r[f'p{p}']:.1f}"
-                     for p in PATCHES}} for r in rows]
+    def cell(r, p):
+        if VARIANTS[r['variant']][1].get('fixed', p) != p:  # a dedicated ViT: only its own patch
+            return ''
+        return f"{r[f'p{p}']:.1f} ± {r[f'p{p} ±']:.1f}" if r['seeds'] > 1 else f"{r[f'p{p}']:.1f}"
+    show = [{**r, **{f'p{p}': cell(r, p) for p in PATCHES}} for r in rows]
     reads = {mode: store_reads(mode=mode) for mode in ('pi', 'pi_aa')}
     read_rows = [{'patch': p, **{f'{k} ({mode})': reads[mode][i][k] for mode in reads for k in
-                                 ('read %', 'shared %', 'flat gain')}} for i, p in enumerate(PATCHES)]
+                                 ('read %', 'flat gain')}} for i, p in enumerate(PATCHES)]
     text = (f'sklearn digits at {IMG}x{IMG}, FlexiViT (4 layers, 64 dims) trained {epochs} epochs at a random '
             f'patch in {PATCHES} per step; test top-1 (%), mean ± 95 % interval over seeds (t); dip = '
             'min(p12, p16) - min(p8, p24) (negative: a dip). One change per variant:\n\n'
@@ -197,13 +200,18 @@ def write_dip(done: dict, variants: Sequence[str], out: str, epochs: int) -> str
                                                  if k != 'patch'}))
     write_markdown(out + '.md', text)
     write_csv(out + '.csv', rows, ['variant', 'seeds'] + [c for p in PATCHES for c in (f'p{p}', f'p{p} ±')]
-              + ['dip', 'what changes'])
+              + ['± max', 'dip', 'what changes'])
 
     def draw(fig, axes):
         ax = axes[0][0]
         for r in rows:
             ys = [r[f'p{p}'] for p in PATCHES]
             err = [0 if r['seeds'] < 2 else r[f'p{p} ±'] for p in PATCHES]
+            if 'fixed' in VARIANTS[r['variant']][1]:  # a dedicated ViT: only its own patch counts
+                p = VARIANTS[r['variant']][1]['fixed']
+                ax.errorbar([p], [r[f'p{p}']], yerr=[err[PATCHES.index(p)]], fmt='k*', ms=11, capsize=2,
+                            label='ViT trained at that p only' if p == 12 else None)
+                continue
             ax.errorbar(PATCHES, ys, yerr=err, marker='o', ms=4, capsize=2,
                         lw=2.5 if r['variant'] == 'baseline' else 1.2, label=f"{r['variant']} (n={r['seeds']})")
         patch_axis(ax, PATCHES, 'patch size at evaluation (48x48 input)')

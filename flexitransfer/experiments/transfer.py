@@ -1,145 +1,335 @@
-"""The paper's resource-efficient transfer, small, on real data: scikit-learn's digits
-(``tools/reproduce_transfer.py`` is argparse + :func:`run_transfer`).
+"""The paper's resource-efficient transfer, small (``tools/reproduce_transfer.py`` is argparse +
+:func:`run_transfer`): pre-train big, fine-tune briefly at a cheap patch, deploy at a smaller one.
 
-Pre-train on digits 0-4, then transfer to the unseen digits 5-9 (new zero-initialised head,
-all weights fine-tuned), and evaluate every transferred model at every patch size:
+* Pre-training (far larger than the fine-tune, as in the paper): a synthetic alphabet of 200 random
+  glyphs rendered on the fly (:mod:`.glyphs`; formula-driven pre-training), ``pre_steps`` steps of 64
+  images. A FlexiViT (random patch per step, the digits model of :mod:`.digits`) and a plain ViT/8
+  (fixed patch 8), same steps, same images.
+* Transfer: the real digits (1300 train / 497 test, 48x48), a new zero-initialised 10-way head, a short
+  fine-tune (``ft_epochs``) at the cheap patch 12 (4x4 = 16 tokens) with each recipe of :data:`RECIPES`;
+  baselines: the FlexiViT fine-tuned directly at the small patch 4 (12x12 = 144 tokens, 9x the compute),
+  the ViT/8 fine-tuned at 12, no pre-training at 12. Every fine-tuned model is tested at every patch.
+  Fine-tunes run with several seeds (batch order, augmentation, patch draws) from the one pre-training
+  of each model; tables give the mean and a 95 % t-interval.
 
-* FlexiViT (random patch per pre-training step) fine-tuned at the cheap patch 12
-  (4x4 = 16 tokens): the paper's "fine-tune cheap, deploy small";
-* the same FlexiViT fine-tuned directly at the small patch 4 (12x12 = 144 tokens);
-* a plain ViT pre-trained at a fixed patch (8), fine-tuned at patch 12 (kernel PI-resized);
-* no pre-training (random init), fine-tuned at patch 12: what pre-training is worth here.
-
-Same network as :mod:`.digits` (4 layers, 64 dims, 48x48 inputs), batch 64 throughout. Compute is
-counted as tokens per image x optimizer steps.
+Compute is counted as tokens per image x optimizer steps.
 """
 from __future__ import annotations
 
+import json
+import os
+import os.path as osp
+from typing import Dict, Optional, Sequence
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..reporting import markdown_table, patch_axis, save_figure, write_csv, write_markdown
-from .digits import FLEXI_STORE, IMG, PATCHES, Net, accuracy, float_formats, load_digits_48, random_patch_fn, train
+from . import digits
+from .digits import IMG, PATCHES, Net, accuracy, augment, flexi_net, load_digits_48, random_patch_fn
+from .glyphs import GlyphStream
 
-CSV_COLS = ['stage', 'model', 'fine-tune patch', 'steps', 'tokens x steps', 'compute vs FT at small p'] + \
-    [f'p{p}' for p in PATCHES]
-
-
-def _subset(data, keep, offset=0):
-    x, y = data
-    m = keep(y)
-    return x[m], y[m] - offset
+#: fine-tuning recipes at the cheap patch. big_vision's flexi transfer configs: SGD with momentum 0.9, no
+#: weight decay, gradient clipping at 1, linear warm-up then cosine decay, all weights trained.
+RECIPES: Dict[str, dict] = {
+    'adamw': dict(opt='adamw', lr=5e-4, about='AdamW 5e-4, weight decay 0.05, one-cycle (the digits training recipe)'),
+    'sgd': dict(opt='sgd', lr=0.03, about='SGD momentum 0.9, lr 0.03, no weight decay, warm-up + cosine, clip 1 '
+                '(big_vision\'s transfer recipe)'),
+    'sgd_linear': dict(opt='sgd', lr=0.1, linear=True, about='sgd, backbone frozen: only the head is trained (lr 0.1)'),
+    'sgd_frozen_embed': dict(opt='sgd', lr=0.03, freeze_embed=True,
+                             about='sgd, patch and position embeddings frozen'),
+    'sgd_bb_0.1': dict(opt='sgd', lr=0.03, backbone_lr=0.1, about='sgd, backbone lr x 0.1'),
+    'sgd_band_8_16': dict(opt='sgd', lr=0.03, band=(8, 12, 16),
+                          about='sgd, a random patch from {8, 12, 16} per step (a band around 12)'),
+    'sgd_band_12_24': dict(opt='sgd', lr=0.03, band=(12, 16, 24),
+                           about='sgd, a random patch from {12, 16, 24} per step (12 and cheaper)'),
+}
+#: the recipe of the fixed-patch baselines (fine-tuning at the small patch, the ViT/8, no pre-training)
+BASELINE_RECIPE = 'sgd'
+NUM_GLYPHS = 50
 
 
 def _tokens(p):
     return (IMG // p) ** 2
 
 
-def _steps(data, epochs):
-    """Optimizer steps of ``epochs`` over ``data`` at batch 64 (as :func:`.digits.train`)."""
-    return epochs * (len(data[1]) // 64)
+def pretrain(kind: str, steps: int, seed: int = 0, cache: Optional[str] = None) -> Net:
+    """Pre-train the FlexiViT (``kind='flexi'``, random patch per step) or the ViT/8 (``'vit8'``) on glyphs.
+
+    AdamW 1e-3, weight decay 0.05, one-cycle, batch 64 (the digits recipe). With ``cache``, the trained
+    model is kept as ``cache/pre_<kind>_s<seed>_<steps>.pth`` and loaded from there next time.
+    """
+    tag = f'_store{digits.FLEXI_STORE[0]}_{digits.FLEXI_KERNEL_RESIZE}' if kind == 'flexi' else ''
+    path = osp.join(cache, f'pre_{kind}{tag}_s{seed}_{steps}.pth') if cache else None
+    torch.manual_seed(seed)
+    model = flexi_net(8) if kind == 'flexi' else Net(8, IMG // 8, 8)
+    model.head = nn.Linear(64, NUM_GLYPHS)
+    if path and osp.isfile(path):
+        model.load_state_dict(torch.load(path, map_location='cpu', weights_only=True))
+        return model.eval()
+    from tqdm import tqdm
+    stream, patch_of = GlyphStream(NUM_GLYPHS, IMG, seed), random_patch_fn(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.1)
+    model.train()
+    for step in tqdm(range(steps), desc=f'pre-train {kind}', mininterval=10):
+        x, y = stream.batch(step)
+        loss = F.cross_entropy(model(x, patch_of(step) if kind == 'flexi' else 8), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    if path:
+        os.makedirs(cache, exist_ok=True)
+        torch.save(model.state_dict(), path)
+    return model.eval()
 
 
-def _new_head(model, num_classes):
-    model.head = nn.Linear(model.head.in_features, num_classes)
+@torch.no_grad()
+def glyph_accuracy(model: Net, seed: int = 0, batches: int = 8) -> Dict[str, float]:
+    """Top-1 (%) on held-out glyph batches (steps the pre-training never draws) at every patch."""
+    stream = GlyphStream(NUM_GLYPHS, IMG, seed)
+    data = [stream.batch(10 ** 8 + i, 64) for i in range(batches)]
+    return {f'p{p}': sum((model(x, p).argmax(-1) == y).sum().item() for x, y in data) / (64 * batches) * 100
+            for p in PATCHES}
+
+
+def finetune(model: Net, data, epochs: int, patch: int, recipe: str, seed: int) -> Net:
+    """Fine-tune ``model`` (new head already in place) on ``data`` at ``patch`` with ``RECIPES[recipe]``.
+
+    Batch 64, translation augmentation (as :func:`.digits.train`). SGD recipes: momentum 0.9, no weight
+    decay, 10 % linear warm-up then cosine, gradient norm clipped at 1.
+    """
+    r = RECIPES[recipe]
+    (x, y), g = data, torch.Generator().manual_seed(seed)
+    steps = epochs * (len(y) // 64)
+    frozen = ('patch_embed', 'pos_embed') if r.get('freeze_embed') else ()
+    head, body = [], []
+    for name, prm in model.named_parameters():
+        if any(f in name for f in frozen) or (r.get('linear') and not name.startswith('head.')):
+            prm.requires_grad_(False)
+        elif prm.requires_grad:
+            (head if name.startswith('head.') else body).append(prm)
+    groups = [{'params': head, 'lr': r['lr']}] + ([{'params': body, 'lr': r['lr'] * r.get('backbone_lr', 1.0)}]
+                                                  if body else [])
+    if r['opt'] == 'adamw':
+        opt = torch.optim.AdamW(groups, lr=r['lr'], weight_decay=0.05)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[gr['lr'] for gr in groups], total_steps=steps,
+                                                    pct_start=max(0.1, 2 / steps))
+    else:
+        opt = torch.optim.SGD(groups, lr=r['lr'], momentum=0.9)
+        warm = max(1, steps // 10)
+        sched = torch.optim.lr_scheduler.SequentialLR(opt, [
+            torch.optim.lr_scheduler.LinearLR(opt, 1e-3, 1.0, warm),
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps - warm)], [warm])
+    band = r.get('band')
+    patch_of = random_patch_fn(seed, band) if band else (lambda s: patch)
+    model.train()
+    step = 0
+    for _ in range(epochs):
+        perm = torch.randperm(len(y), generator=g)
+        for i in range(0, len(y) - 63, 64):
+            idx = perm[i:i + 64]
+            loss = F.cross_entropy(model(augment(x[idx], g), patch_of(step)), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            if r['opt'] == 'sgd':
+                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+    return model.eval()
+
+
+def _mean_tokens(recipe: str, patch: int, seed: int, steps: int) -> float:
+    band = RECIPES[recipe].get('band')
+    if not band:
+        return float(_tokens(patch))
+    draw = random_patch_fn(seed, band)
+    return sum(_tokens(draw(s)) for s in range(steps)) / steps
+
+
+def _ft_job(args):
+    pre, recipe, patch, seed, ft_epochs, pre_steps, cache = args
+    torch.set_num_threads(1)
+    tr, te = load_digits_48(0)
+    if pre == 'none':
+        torch.manual_seed(seed)
+        model = flexi_net(patch)
+    else:
+        model = pretrain(pre, pre_steps, 0, cache)
+    model.head = nn.Linear(64, 10)
     nn.init.zeros_(model.head.weight)
     nn.init.zeros_(model.head.bias)
-    return model
+    model = finetune(model, tr, ft_epochs, patch, recipe, seed)
+    steps = ft_epochs * (len(tr[1]) // 64)
+    return {'pre-training': pre, 'recipe': recipe, 'fine-tune patch': patch, 'seed': seed, 'steps': steps,
+            'tokens x steps': _mean_tokens(recipe, patch, seed, steps) * steps,
+            **{f'p{p}': accuracy(model, te, p) for p in PATCHES}}
 
 
-def run_transfer(pre_epochs: int = 100, ft_epochs: int = 20, ft_lr: float = 5e-4, cheap_patch: int = 12,
-                 small_patch: int = 4, vit_patch: int = 8, seed: int = 0,
+def _pre_job(args):
+    kind, steps, cache = args
+    torch.set_num_threads(1)
+    model = pretrain(kind, steps, 0, cache)
+    return {'kind': kind, **glyph_accuracy(model)}
+
+
+def _pool_map(fn, jobs, workers):
+    if workers <= 1:
+        return map(fn, jobs)
+    import multiprocessing as mp
+    return mp.get_context('spawn').Pool(workers).imap_unordered(fn, jobs)
+
+
+PRE_NAMES = {'flexi': 'FlexiViT (random p)', 'vit8': 'ViT/8', 'none': 'none (random init)'}
+
+
+def run_transfer(pre_steps: int = 3000, ft_epochs: int = 10, cheap_patch: int = 12, small_patch: int = 4,
+                 seeds: Sequence[int] = (0, 1, 2), recipes: Sequence[str] = tuple(RECIPES), workers: int = 2,
                  out: str = 'work_dirs/reproduce_transfer/transfer_digits') -> str:
-    """Pre-train on digits 0-4, fine-tune on 5-9, evaluate at every patch size.
+    """Pre-train on glyphs, fine-tune on digits at the cheap patch (each recipe) and at the small one,
+    test every fine-tuned model at every patch.
 
-    Prints the two tables; writes ``OUT.md`` (with its provenance), ``OUT.csv`` and ``OUT.png`` (paths as
-    given, relative to the working directory).
+    Pre-trained models are kept under ``dirname(OUT)/cache``; each fine-tune's result is appended to
+    ``OUT.jsonl`` as it comes (a killed run resumes where it stopped). Writes ``OUT.md`` (with its
+    provenance), ``OUT.csv``, ``OUT.png``.
 
     Args:
-        pre_epochs: pre-training epochs (FlexiViT and ViT).
-        ft_epochs: fine-tuning epochs of every transferred model.
-        ft_lr: fine-tuning peak learning rate.
-        cheap_patch: the cheap fine-tuning patch size.
-        small_patch: the small (expensive) fine-tuning patch size the cheap one is compared with.
-        vit_patch: the plain ViT's pre-training patch size.
-        seed: data split and pre-training (fine-tuning uses ``seed + 1``).
+        pre_steps: pre-training steps (batch 64) of the FlexiViT and of the ViT/8.
+        ft_epochs: fine-tuning epochs over the 1300 digits (20 steps each).
+        cheap_patch: the cheap fine-tuning patch.
+        small_patch: the small (expensive) fine-tuning patch it is compared with.
+        seeds: fine-tuning seeds.
+        recipes: keys of :data:`RECIPES` tried at the cheap patch (the baselines use :data:`BASELINE_RECIPE`).
+        workers: processes (one torch thread each).
         out: OUT, without the extension.
 
     Returns:
-        The Markdown printed (both tables with their descriptions).
+        The Markdown written.
 
     Raises:
-        ValueError: a patch size that is not one of the evaluated ones (``PATCHES``).
+        ValueError: a patch size that is not one of the evaluated ones, or an unknown recipe.
     """
-    for p in (cheap_patch, small_patch, vit_patch):
+    for p in (cheap_patch, small_patch):
         if p not in PATCHES:
             raise ValueError(f'patch {p} is not one of the evaluated patch sizes {PATCHES}')
-    tr, te = load_digits_48(seed)
-    pre_tr, pre_te = _subset(tr, lambda y: y < 5), _subset(te, lambda y: y < 5)
-    ft_tr, ft_te = _subset(tr, lambda y: y >= 5, 5), _subset(te, lambda y: y >= 5, 5)
-    patch_of_step = random_patch_fn(seed)
+    if [r for r in recipes if r not in RECIPES] or BASELINE_RECIPE not in recipes:
+        raise ValueError(f'recipes must be among {list(RECIPES)} and include {BASELINE_RECIPE!r}; got {list(recipes)}')
+    cache = osp.join(osp.dirname(out) or '.', 'cache')
+    os.makedirs(cache, exist_ok=True)
+    pre_rows = list(_pool_map(_pre_job, [(k, pre_steps, cache) for k in ('flexi', 'vit8')], workers))
+    pre_rows.sort(key=lambda r: r['kind'])
 
-    # ---- pre-training on digits 0-4
-    vit_store = (vit_patch, IMG // vit_patch)  # stored kernel size, position grid
-    torch.manual_seed(seed)
-    flexi = train(Net(*FLEXI_STORE, 8), pre_tr, pre_epochs, patch_of_step, seed, 'pre-train FlexiViT')
-    torch.manual_seed(seed)
-    vit = train(Net(*vit_store, vit_patch), pre_tr, pre_epochs, lambda s: vit_patch, seed,
-                f'pre-train ViT/{vit_patch}')
-    n_pre = _steps(pre_tr, pre_epochs)
-    pre_rows = [
-        {'model': 'FlexiViT (random p)', 'steps': n_pre,
-         'tokens x steps': int(sum(_tokens(patch_of_step(s)) for s in range(n_pre))),
-         **{f'p{p}': accuracy(flexi, pre_te, p) for p in PATCHES}},
-        {'model': f'ViT/{vit_patch}', 'steps': n_pre, 'tokens x steps': _tokens(vit_patch) * n_pre,
-         **{f'p{p}': accuracy(vit, pre_te, p) for p in PATCHES}},
-    ]
+    key = lambda r: (r['pre-training'], r['recipe'], r['fine-tune patch'], r['seed'])
+    done = {}
+    if osp.isfile(out + '.jsonl'):
+        with open(out + '.jsonl') as f:
+            for line in f:
+                r = json.loads(line)
+                if r.get('pre_steps') == pre_steps and r['steps'] == ft_epochs * 20:
+                    done[key(r)] = r
+    plan = ([('flexi', r, cheap_patch) for r in recipes] + [('flexi', BASELINE_RECIPE, small_patch),
+            ('vit8', BASELINE_RECIPE, cheap_patch), ('none', BASELINE_RECIPE, cheap_patch)])
+    jobs = [(pre, rec, p, s, ft_epochs, pre_steps, cache) for s in seeds for pre, rec, p in plan
+            if (pre, rec, p, s) not in done]
+    print(f'{len(done)} fine-tune(s) kept from {out}.jsonl, {len(jobs)} to run', flush=True)
+    with open(out + '.jsonl', 'a') as f:
+        for i, r in enumerate(_pool_map(_ft_job, jobs, workers)):
+            r['pre_steps'] = pre_steps
+            done[key(r)] = r
+            f.write(json.dumps(r) + '\n')
+            f.flush()
+            print(f'[{i + 1}/{len(jobs)}] {r["pre-training"]} {r["recipe"]} @p{r["fine-tune patch"]} seed {r["seed"]}: '
+                  + ' '.join(f'{p}={r[f"p{p}"]:.1f}' for p in PATCHES), flush=True)
+    rows = summarize(done, plan, seeds, small_patch)
+    return write_transfer(pre_rows, rows, pre_steps, ft_epochs, cheap_patch, small_patch, out)
 
-    # ---- transfer to digits 5-9: pre-trained backbone (any patch store), new zero-init head
-    backbones = {'FlexiViT': flexi.backbone.state_dict(), f'ViT/{vit_patch}': vit.backbone.state_dict()}
 
-    def transfer(pre, store, patch):
-        torch.manual_seed(seed + 1)
-        model = _new_head(Net(*store, patch), 5)
-        if pre in backbones:
-            model.backbone.load_state_dict(backbones[pre])
-        model = train(model, ft_tr, ft_epochs, lambda s: patch, seed + 1, f'fine-tune {pre} @ p{patch}', lr=ft_lr)
-        n = _steps(ft_tr, ft_epochs)
-        return {'pre-training': pre, 'fine-tune patch': patch, 'steps': n, 'tokens x steps': _tokens(patch) * n,
-                'compute vs FT at small p': None, **{f'p{p}': accuracy(model, ft_te, p) for p in PATCHES}}
+def _mean_ci(xs):
+    import numpy as np
+    from scipy import stats
+    xs = np.asarray(xs, dtype=np.float64)
+    if len(xs) < 2:
+        return float(xs.mean()), float('nan')
+    return float(xs.mean()), float(stats.t.ppf(0.975, len(xs) - 1) * xs.std(ddof=1) / len(xs) ** 0.5)
 
-    rows = [transfer('FlexiViT', FLEXI_STORE, cheap_patch), transfer('FlexiViT', FLEXI_STORE, small_patch),
-            transfer(f'ViT/{vit_patch}', vit_store, cheap_patch),
-            transfer('none (random init)', FLEXI_STORE, cheap_patch)]
-    ref = rows[1]['tokens x steps']
+
+def summarize(done: dict, plan, seeds, small_patch: int) -> list:
+    """One row per (pre-training, recipe, fine-tune patch): mean and 95 % interval at every patch, the
+    best patch smaller than the fine-tuning one, and compute relative to fine-tuning at ``small_patch``."""
+    rows = []
+    for pre, rec, patch in plan:
+        runs = [done[(pre, rec, patch, s)] for s in seeds if (pre, rec, patch, s) in done]
+        if not runs:
+            continue
+        row = {'pre-training': PRE_NAMES[pre], 'recipe': rec, 'fine-tune patch': patch, 'seeds': len(runs),
+               'steps': runs[0]['steps'], 'tokens x steps': sum(r['tokens x steps'] for r in runs) / len(runs)}
+        for p in PATCHES:
+            row[f'p{p}'], row[f'p{p} ±'] = _mean_ci([r[f'p{p}'] for r in runs])
+        smaller = [p for p in PATCHES if p < patch]
+        if smaller:
+            best = max(smaller, key=lambda p: row[f'p{p}'])
+            row['best smaller p'] = best
+            row['gain at best smaller p'] = row[f'p{best}'] - row[f'p{patch}']
+            row['gain ±'] = _mean_ci([r[f'p{best}'] - r[f'p{patch}'] for r in runs])[1]
+        rows.append(row)
+    ref = next((r['tokens x steps'] for r in rows if r['fine-tune patch'] == small_patch), None)
     for r in rows:
-        r['compute vs FT at small p'] = f"{r['tokens x steps'] / ref:.3f}"
+        r['compute vs FT at small p'] = r['tokens x steps'] / ref if ref else float('nan')
+    return rows
 
-    text = (f'sklearn digits at {IMG}x{IMG}; pre-training on digits 0-4 ({len(pre_tr[1])} train images, '
-            f'{pre_epochs} epochs = {n_pre} steps), test top-1 (%) on held-out 0-4 ({len(pre_te[1])} images):\n\n'
-            + markdown_table(pre_rows, formats=float_formats(pre_rows))
-            + f'\n\nTransfer to digits 5-9 ({len(ft_tr[1])} train images, {ft_epochs} epochs = '
-              f'{_steps(ft_tr, ft_epochs)} steps, new head, lr {ft_lr}), test top-1 (%) on held-out 5-9 '
-              f'({len(ft_te[1])} images) at each evaluation patch:\n\n'
-            + markdown_table(rows, formats=float_formats(rows)))
+
+def write_transfer(pre_rows, rows, pre_steps, ft_epochs, cheap_patch, small_patch, out) -> str:
+    """Tables, CSV and plot of :func:`run_transfer`."""
+    pre_show = [{'model': PRE_NAMES[r['kind']], 'steps': pre_steps, **{f'p{p}': r[f'p{p}'] for p in PATCHES}}
+                for r in pre_rows]
+    show = []
+    for r in rows:
+        cell = lambda p: f"{r[f'p{p}']:.1f} ± {r[f'p{p} ±']:.1f}" if r['seeds'] > 1 else f"{r[f'p{p}']:.1f}"
+        show.append({'pre-training': r['pre-training'], 'recipe': r['recipe'], 'FT patch': r['fine-tune patch'],
+                     'compute': f"{r['compute vs FT at small p']:.2f}", **{f'p{p}': cell(p) for p in PATCHES},
+                     'best smaller p: gain': (f"p{r['best smaller p']}: {r['gain at best smaller p']:+.1f} ± "
+                                              f"{r['gain ±']:.1f}" if 'best smaller p' in r else '')})
+    about = '\n'.join(f'- `{k}`: {v["about"]}' for k, v in RECIPES.items())
+    text = (f'Pre-training: {NUM_GLYPHS} synthetic glyph classes rendered on the fly at {IMG}x{IMG}, {pre_steps} '
+            f'steps of 64 images; held-out glyph top-1 (%) at each patch:\n\n'
+            + markdown_table(pre_show, formats={f'p{p}': '{:.1f}' for p in PATCHES})
+            + f'\n\nTransfer to the real digits (1300 train / 497 test images, new zero-initialised head, '
+              f'{ft_epochs} epochs = {ft_epochs * 20} steps); test top-1 (%) at each evaluation patch, mean ± 95 % '
+              f'interval over fine-tuning seeds; compute = tokens x steps relative to fine-tuning at p{small_patch}; '
+              f'last column: the best patch below the fine-tuning one and its gain over the fine-tuning patch '
+              f'(paired over seeds). Recipes:\n\n{about}\n\n'
+            + markdown_table(show))
     print(text)
     write_markdown(out + '.md', text)
-    write_csv(out + '.csv', [{**r, 'stage': 'pre-train 0-4', 'fine-tune patch': ''} for r in pre_rows]
-              + [{**r, 'stage': 'transfer 5-9', 'model': r['pre-training']} for r in rows], CSV_COLS)
-    save_figure(lambda fig, axes: _draw(axes[0][0], rows), out + '.png', size=(6.4, 4.2), dpi=120)
+    cols = ['pre-training', 'recipe', 'fine-tune patch', 'seeds', 'steps', 'tokens x steps',
+            'compute vs FT at small p'] + [c for p in PATCHES for c in (f'p{p}', f'p{p} ±')] + \
+        ['best smaller p', 'gain at best smaller p', 'gain ±']
+    write_csv(out + '.csv', [{'pre-training': r['model'], 'recipe': 'pre-training (glyphs)', 'steps': pre_steps,
+                              **{f'p{p}': r[f'p{p}'] for p in PATCHES}} for r in pre_show] + rows, cols)
+    save_figure(lambda fig, axes: _draw(axes[0][0], rows, cheap_patch, small_patch), out + '.png',
+                size=(7.2, 4.6), dpi=120)
     print(f'wrote {out}.md, .csv, .png')
     return text
 
 
-def _draw(ax, rows):
-    for r, style in zip(rows, ('o-', '^-', 's--', 'x:')):
-        label = (f"{r['pre-training']} → FT @ p{r['fine-tune patch']} "
-                 f"({r['tokens x steps'] / 1e3:.1f}k tok·steps)")
-        line, = ax.plot(PATCHES, [r[f'p{p}'] for p in PATCHES], style, label=label)
-        ax.plot([r['fine-tune patch']], [r[f"p{r['fine-tune patch']}"]], '*', ms=14, color=line.get_color(),
-                alpha=0.5)
+def _draw(ax, rows, cheap_patch, small_patch):
+    for r in rows:
+        main = r['recipe'] == BASELINE_RECIPE
+        if not main and r['pre-training'] != PRE_NAMES['flexi']:
+            continue
+        ys = [r[f'p{p}'] for p in PATCHES]
+        err = [0 if r['seeds'] < 2 else r[f'p{p} ±'] for p in PATCHES]
+        label = (f"{r['pre-training']}, {r['recipe']} @ p{r['fine-tune patch']} "
+                 f"(compute {r['compute vs FT at small p']:.2f})")
+        line = ax.errorbar(PATCHES, ys, yerr=err, marker='o', ms=4, capsize=2, lw=2.2 if main else 1.0,
+                           ls='-' if main else ':', label=label)
+        ax.plot([r['fine-tune patch']], [r[f"p{r['fine-tune patch']}"]], '*', ms=13, alpha=0.5,
+                color=line[0].get_color())
     patch_axis(ax, PATCHES, 'patch size at evaluation (48x48 input); ★ = fine-tuning patch')
-    ax.set_ylabel('top-1 on digits 5-9 (%)')
-    ax.set_title('Transfer 0-4 → 5-9: fine-tune cheap, evaluate at every patch')
+    ax.set_ylabel('digits test top-1 (%)')
+    ax.set_title(f'Pre-train on glyphs, fine-tune on digits at p{cheap_patch}, evaluate at every patch')
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7.5)
+    ax.legend(fontsize=6.5)
