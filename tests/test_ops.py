@@ -98,6 +98,8 @@ def test_pi_aa_is_pi_when_enlarging_and_reads_every_pixel_when_shrinking():
     assert reads['pi_aa', 4].all() and reads['pi_aa', 8].all()
     torch.manual_seed(0)
     w = torch.randn(1, 1, 24, 24, dtype=torch.float64)
+    # p = 12 from the 24 store: exactly the 2x2 sum-pool of the stored kernel (tied to p = 24's, no freedom)
+    assert torch.allclose(resize_patch_embed(w, 12, 'pi'), 4 * F.avg_pool2d(w, 2), atol=1e-12)
     b = bilinear_matrix(24, 8, antialias=True)
     loss = lambda v: ((b.T @ v.reshape(-1) - w.reshape(-1)) ** 2).sum()
     wn = resize_patch_embed(w, 8, 'pi_aa')

@@ -1,6 +1,6 @@
 """Run the README's quick start, task by task, and record what it gave on this machine.
 
-    python tools/quickstart.py [--tasks seg lit panoptic det cls digits] [--retrain] [--docs]
+    python tools/quickstart.py [--tasks seg lit panoptic det cls digits] [--retrain] [--docs [--drop-other-machines]]
 
 Each task: make its toy data when missing (``datasets.toy.ensure_toy``, as ``tools/make_toy_data.py``),
 train its tiny config with ``tools/train.py`` (skipped when the checkpoint exists, unless ``--retrain``),
@@ -83,6 +83,8 @@ def main():
     ap.add_argument('--retrain', action='store_true', help='train again even where the checkpoint exists')
     ap.add_argument('--out', default='work_dirs/quickstart/quickstart', help='OUT.md and OUT.csv')
     ap.add_argument('--docs', action='store_true', help='merge into docs/results/quickstart.* (the README\'s)')
+    ap.add_argument('--drop-other-machines', action='store_true',
+                    help="with --docs: also drop other machines' rows of TASKS (their model or recipe changed)")
     a = ap.parse_args()
     import torch
 
@@ -96,7 +98,7 @@ def main():
     if a.docs and osp.isfile(old):  # keep the other machines' rows
         with open(old, newline='') as f:
             kept = [r for r in csv.DictReader(line for line in f if not line.startswith('#'))
-                    if not (r['machine'] == tag and r['task'] in a.tasks)]
+                    if r['task'] not in a.tasks or (r['machine'] != tag and not a.drop_other_machines)]
         rows = kept + rows
     print(write_table(osp.join(ROOT, out), rows, COLS))
 

@@ -8,11 +8,12 @@ the real scikit-learn digits, a new head, a short fine-tune at the cheap patch 1
 the ViT/8 and no pre-training; several fine-tuning seeds; every model tested at every patch.
 
     python tools/reproduce_transfer.py [--pre-steps 3000] [--ft-epochs 10] [--seeds 0 1 2] [--workers 2]
-                                       [--out OUT | --docs]
+                                       [--out OUT | --docs] [--cache CACHE]
 
-Pre-trained models are kept under dirname(OUT)/cache, fine-tune results in OUT.jsonl as they come (a
-killed run resumes). Writes OUT.md (headed by the command, commit, CPU, threads and date), OUT.csv and
-OUT.png (default OUT: work_dirs/reproduce_transfer/transfer_digits; --docs: docs/results/transfer_digits).
+Pre-trained models are kept under CACHE (default work_dirs/reproduce_transfer/cache), fine-tune results
+in OUT.jsonl as they come (a killed run resumes). Writes OUT.md (headed by the command, commit, CPU,
+threads and date), OUT.csv and OUT.png (default OUT: work_dirs/reproduce_transfer/transfer_digits;
+--docs: docs/results/transfer_digits).
 One torch thread per worker: the published numbers were measured that way (another count, other bits).
 """
 import _bootstrap  # noqa: F401
@@ -37,13 +38,15 @@ def main():
     ap.add_argument('--workers', type=int, default=2, help='processes, one torch thread each')
     ap.add_argument('--out', default='work_dirs/reproduce_transfer/transfer_digits')
     ap.add_argument('--docs', action='store_true', help=f'{DOCS_OUT}.* (the README\'s), not OUT')
+    ap.add_argument('--cache', default='work_dirs/reproduce_transfer/cache', help='where pre-trained models are kept')
     a = ap.parse_args()
     for p in (a.cheap_patch, a.small_patch):
         if p not in PATCHES:
             ap.error(f'patch {p} is not one of the evaluated patch sizes {list(PATCHES)}')
     from flexitransfer.experiments.transfer import run_transfer
     run_transfer(pre_steps=a.pre_steps, ft_epochs=a.ft_epochs, cheap_patch=a.cheap_patch, small_patch=a.small_patch,
-                 seeds=a.seeds, recipes=a.recipes, workers=a.workers, out=DOCS_OUT if a.docs else a.out)
+                 seeds=a.seeds, recipes=a.recipes, workers=a.workers, out=DOCS_OUT if a.docs else a.out,
+                 cache=a.cache)
 
 
 if __name__ == '__main__':

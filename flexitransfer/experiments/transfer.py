@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..ops import resize_patch_embed
 from ..reporting import markdown_table, patch_axis, save_figure, write_csv, write_markdown
 from . import digits
 from .digits import IMG, PATCHES, Net, accuracy, augment, flexi_net, load_digits_48, random_patch_fn
@@ -55,19 +56,29 @@ def _tokens(p):
 
 
 def pretrain(kind: str, steps: int, seed: int = 0, cache: Optional[str] = None) -> Net:
-    """Pre-train the FlexiViT (``kind='flexi'``, random patch per step) or the ViT/8 (``'vit8'``) on glyphs.
+    """Pre-train on glyphs: the FlexiViT (``kind='flexi'``, random patch per step, cross-entropy), the ViT/8
+    (``'vit8'``), or the FlexiViT distilled from that ViT/8 (``'flexi_distill'``, the paper's FlexiViT
+    recipe: initialised from the teacher, its kernel PI-resized to the store; at a random patch per step it
+    matches the teacher's class distribution at p = 8 on the same images, KL divergence, no labels).
 
     AdamW 1e-3, weight decay 0.05, one-cycle, batch 64 (the digits recipe). With ``cache``, the trained
-    model is kept as ``cache/pre_<kind>_s<seed>_<steps>.pth`` and loaded from there next time.
+    model is kept as ``cache/pre_<kind>[_store<S>_<mode>]_s<seed>_<steps>.pth`` and loaded from there.
     """
-    tag = f'_store{digits.FLEXI_STORE[0]}_{digits.FLEXI_KERNEL_RESIZE}' if kind == 'flexi' else ''
+    tag = f'_store{digits.FLEXI_STORE[0]}_{digits.FLEXI_KERNEL_RESIZE}' if kind != 'vit8' else ''
     path = osp.join(cache, f'pre_{kind}{tag}_s{seed}_{steps}.pth') if cache else None
     torch.manual_seed(seed)
-    model = flexi_net(8) if kind == 'flexi' else Net(8, IMG // 8, 8)
+    model = Net(8, IMG // 8, 8) if kind == 'vit8' else flexi_net(8)
     model.head = nn.Linear(64, NUM_GLYPHS)
     if path and osp.isfile(path):
         model.load_state_dict(torch.load(path, map_location='cpu', weights_only=True))
         return model.eval()
+    teacher = None
+    if kind == 'flexi_distill':
+        teacher = pretrain('vit8', steps, seed, cache)
+        sd = dict(teacher.state_dict())
+        sd['backbone.patch_embed.weight'] = resize_patch_embed(
+            sd['backbone.patch_embed.weight'].double(), digits.FLEXI_STORE[0], 'pi').float()
+        model.load_state_dict(sd)
     from tqdm import tqdm
     stream, patch_of = GlyphStream(NUM_GLYPHS, IMG, seed), random_patch_fn(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
@@ -75,7 +86,13 @@ def pretrain(kind: str, steps: int, seed: int = 0, cache: Optional[str] = None) 
     model.train()
     for step in tqdm(range(steps), desc=f'pre-train {kind}', mininterval=10):
         x, y = stream.batch(step)
-        loss = F.cross_entropy(model(x, patch_of(step) if kind == 'flexi' else 8), y)
+        out = model(x, 8 if kind == 'vit8' else patch_of(step))
+        if teacher is None:
+            loss = F.cross_entropy(out, y)
+        else:
+            with torch.no_grad():
+                target = F.log_softmax(teacher(x, 8), -1)
+            loss = F.kl_div(F.log_softmax(out, -1), target, log_target=True, reduction='batchmean')
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -183,16 +200,18 @@ def _pool_map(fn, jobs, workers):
     return mp.get_context('spawn').Pool(workers).imap_unordered(fn, jobs)
 
 
-PRE_NAMES = {'flexi': 'FlexiViT (random p)', 'vit8': 'ViT/8', 'none': 'none (random init)'}
+PRE_NAMES = {'flexi': 'FlexiViT (random p)', 'flexi_distill': 'FlexiViT distilled from ViT/8', 'vit8': 'ViT/8',
+             'none': 'none (random init)'}
 
 
 def run_transfer(pre_steps: int = 3000, ft_epochs: int = 10, cheap_patch: int = 12, small_patch: int = 4,
                  seeds: Sequence[int] = (0, 1, 2), recipes: Sequence[str] = tuple(RECIPES), workers: int = 2,
-                 out: str = 'work_dirs/reproduce_transfer/transfer_digits') -> str:
+                 out: str = 'work_dirs/reproduce_transfer/transfer_digits',
+                 cache: str = 'work_dirs/reproduce_transfer/cache') -> str:
     """Pre-train on glyphs, fine-tune on digits at the cheap patch (each recipe) and at the small one,
     test every fine-tuned model at every patch.
 
-    Pre-trained models are kept under ``dirname(OUT)/cache``; each fine-tune's result is appended to
+    Pre-trained models are kept under ``cache``; each fine-tune's result is appended to
     ``OUT.jsonl`` as it comes (a killed run resumes where it stopped). Writes ``OUT.md`` (with its
     provenance), ``OUT.csv``, ``OUT.png``.
 
@@ -205,6 +224,7 @@ def run_transfer(pre_steps: int = 3000, ft_epochs: int = 10, cheap_patch: int = 
         recipes: keys of :data:`RECIPES` tried at the cheap patch (the baselines use :data:`BASELINE_RECIPE`).
         workers: processes (one torch thread each).
         out: OUT, without the extension.
+        cache: where the pre-trained models are kept (and found again).
 
     Returns:
         The Markdown written.
@@ -217,10 +237,10 @@ def run_transfer(pre_steps: int = 3000, ft_epochs: int = 10, cheap_patch: int = 
             raise ValueError(f'patch {p} is not one of the evaluated patch sizes {PATCHES}')
     if [r for r in recipes if r not in RECIPES] or BASELINE_RECIPE not in recipes:
         raise ValueError(f'recipes must be among {list(RECIPES)} and include {BASELINE_RECIPE!r}; got {list(recipes)}')
-    cache = osp.join(osp.dirname(out) or '.', 'cache')
     os.makedirs(cache, exist_ok=True)
-    pre_rows = list(_pool_map(_pre_job, [(k, pre_steps, cache) for k in ('flexi', 'vit8')], workers))
-    pre_rows.sort(key=lambda r: r['kind'])
+    pre_rows = [_pre_job(('vit8', pre_steps, cache))]  # first: it is the distilled FlexiViT's teacher
+    pre_rows += list(_pool_map(_pre_job, [(k, pre_steps, cache) for k in ('flexi', 'flexi_distill')], workers))
+    pre_rows.sort(key=lambda r: list(PRE_NAMES).index(r['kind']))
 
     key = lambda r: (r['pre-training'], r['recipe'], r['fine-tune patch'], r['seed'])
     done = {}
@@ -230,7 +250,8 @@ def run_transfer(pre_steps: int = 3000, ft_epochs: int = 10, cheap_patch: int = 
                 r = json.loads(line)
                 if r.get('pre_steps') == pre_steps and r['steps'] == ft_epochs * 20:
                     done[key(r)] = r
-    plan = ([('flexi', r, cheap_patch) for r in recipes] + [('flexi', BASELINE_RECIPE, small_patch),
+    plan = ([(pre, r, cheap_patch) for pre in ('flexi', 'flexi_distill') for r in recipes]
+            + [('flexi', BASELINE_RECIPE, small_patch),
             ('vit8', BASELINE_RECIPE, cheap_patch), ('none', BASELINE_RECIPE, cheap_patch)])
     jobs = [(pre, rec, p, s, ft_epochs, pre_steps, cache) for s in seeds for pre, rec, p in plan
             if (pre, rec, p, s) not in done]
