@@ -186,11 +186,23 @@ def _ft_job(args):
             **{f'p{p}': accuracy(model, te, p) for p in PATCHES}}
 
 
+@torch.no_grad()
+def feature_agreement(model: Net, x: torch.Tensor, ref: int) -> Dict[str, float]:
+    """Mean cosine similarity of each image's final class-token features at every patch with those at
+    ``ref``: 1 when the backbone says the same thing at every patch size, whatever the head."""
+    feats = {p: F.normalize(model.backbone(x, p)[0], dim=-1) for p in PATCHES}
+    return {f'p{p}': (feats[p] * feats[ref]).sum(-1).mean().item() for p in PATCHES}
+
+
 def _pre_job(args):
     kind, steps, cache = args
     torch.set_num_threads(1)
     model = pretrain(kind, steps, 0, cache)
-    return {'kind': kind, **glyph_accuracy(model)}
+    _, (x, _) = load_digits_48(0)
+    glyphs = GlyphStream(NUM_GLYPHS, IMG, 0).batch(10 ** 8 + 100, 512)[0]
+    return {'kind': kind, **glyph_accuracy(model),
+            **{f'agree {k}': v for k, v in feature_agreement(model, x, 12).items()},
+            **{f'agree glyphs {k}': v for k, v in feature_agreement(model, glyphs, 12).items()}}
 
 
 def _pool_map(fn, jobs, workers):
@@ -232,6 +244,7 @@ def run_transfer(pre_steps: int = 3000, ft_epochs: int = 10, cheap_patch: int = 
     Raises:
         ValueError: a patch size that is not one of the evaluated ones, or an unknown recipe.
     """
+    torch.set_num_threads(1)  # every run, in this process or a worker, at one thread (the provenance says so)
     for p in (cheap_patch, small_patch):
         if p not in PATCHES:
             raise ValueError(f'patch {p} is not one of the evaluated patch sizes {PATCHES}')
@@ -317,6 +330,13 @@ def write_transfer(pre_rows, rows, pre_steps, ft_epochs, cheap_patch, small_patc
     text = (f'Pre-training: {NUM_GLYPHS} synthetic glyph classes rendered on the fly at {IMG}x{IMG}, {pre_steps} '
             f'steps of 64 images; held-out glyph top-1 (%) at each patch:\n\n'
             + markdown_table(pre_show, formats={f'p{p}': '{:.1f}' for p in PATCHES})
+            + '\n\nHow alike the pre-trained backbones see an image at each patch: mean cosine similarity of the final '
+              'class-token features with those at p12, on 512 held-out glyphs and on the 497 digits test images '
+              '(before any fine-tuning):\n\n'
+            + markdown_table([{'model': PRE_NAMES[r['kind']], 'images': images,
+                               **{f'p{p}': r[f'agree {key}p{p}'] for p in PATCHES}}
+                              for r in pre_rows for images, key in (('glyphs', 'glyphs '), ('digits', ''))],
+                             formats={f'p{p}': '{:.3f}' for p in PATCHES})
             + f'\n\nTransfer to the real digits (1300 train / 497 test images, new zero-initialised head, '
               f'{ft_epochs} epochs = {ft_epochs * 20} steps); test top-1 (%) at each evaluation patch, mean ± 95 % '
               f'interval over fine-tuning seeds; compute = tokens x steps relative to fine-tuning at p{small_patch}; '
@@ -329,7 +349,10 @@ def write_transfer(pre_rows, rows, pre_steps, ft_epochs, cheap_patch, small_patc
             'compute vs FT at small p'] + [c for p in PATCHES for c in (f'p{p}', f'p{p} ±')] + \
         ['best smaller p', 'gain at best smaller p', 'gain ±']
     write_csv(out + '.csv', [{'pre-training': r['model'], 'recipe': 'pre-training (glyphs)', 'steps': pre_steps,
-                              **{f'p{p}': r[f'p{p}'] for p in PATCHES}} for r in pre_show] + rows, cols)
+                              **{f'p{p}': r[f'p{p}'] for p in PATCHES}} for r in pre_show]
+              + [{'pre-training': PRE_NAMES[r['kind']], 'recipe': f'feature agreement with p12 ({images})',
+                  **{f'p{p}': r[f'agree {key}p{p}'] for p in PATCHES}}
+                 for r in pre_rows for images, key in (('glyphs', 'glyphs '), ('digits', ''))] + rows, cols)
     save_figure(lambda fig, axes: _draw(axes[0][0], rows, cheap_patch, small_patch), out + '.png',
                 size=(7.2, 4.6), dpi=120)
     print(f'wrote {out}.md, .csv, .png')
