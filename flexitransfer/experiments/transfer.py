@@ -362,7 +362,8 @@ def write_transfer(pre_rows, rows, pre_steps, ft_epochs, cheap_patch, small_patc
 def _draw(ax, rows, cheap_patch, small_patch):
     for r in rows:
         main = r['recipe'] == BASELINE_RECIPE
-        if not main and r['pre-training'] != PRE_NAMES['flexi']:
+        # the fixed-patch baseline recipe of every pre-training and the band (the rest: the table)
+        if r['recipe'] not in (BASELINE_RECIPE, 'sgd_band_8_16') or r['pre-training'] == PRE_NAMES['none']:
             continue
         ys = [r[f'p{p}'] for p in PATCHES]
         err = [0 if r['seeds'] < 2 else r[f'p{p} ±'] for p in PATCHES]
@@ -374,6 +375,6 @@ def _draw(ax, rows, cheap_patch, small_patch):
                 color=line[0].get_color())
     patch_axis(ax, PATCHES, 'patch size at evaluation (48x48 input); ★ = fine-tuning patch')
     ax.set_ylabel('digits test top-1 (%)')
-    ax.set_title(f'Pre-train on glyphs, fine-tune on digits at p{cheap_patch}, evaluate at every patch')
+    ax.set_title(f'Pre-train on glyphs, fine-tune on digits at p{cheap_patch} (or p{small_patch}), test at every patch')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6.5)
