@@ -5,5 +5,7 @@
 the resource-efficient transfer study (``tools/reproduce_transfer.py``); ``adaptive_digits`` and
 ``adaptive_seg``: the adaptive-compute studies, with ``adaptive_common`` (tables, figures) between them
 (``tools/reproduce_adaptive.py``); ``openvocab``: the open-vocabulary study
-(``tools/reproduce_openvocab.py``).
+(``tools/reproduce_openvocab.py``); ``digits_dip``: why the earlier digits FlexiViT dipped at p = 12 / 16
+(``tools/study_dip.py``); ``glyphs``: the transfer study's formula-driven pre-training images; ``seeds``:
+runs over worker processes and means with intervals.
 """

@@ -24,6 +24,7 @@ import torch
 from ..ops import kernel_resize_matrix
 from ..reporting import markdown_table, patch_axis, save_figure, write_csv, write_markdown
 from .digits import IMG, PATCHES, Net, accuracy, load_digits_48, random_patch_fn, train
+from .seeds import mean_ci, pool_map
 
 #: the FlexiViT of the earlier headline run, which every variant changes in one thing
 OLD_STORE, OLD_GRID = 24, 6
@@ -100,13 +101,6 @@ def store_reads(store: int = OLD_STORE, patches: Sequence[int] = PATCHES, mode: 
     return rows
 
 
-def _pool_map(fn, jobs, workers):
-    if workers <= 1:
-        return map(fn, jobs)
-    import multiprocessing as mp
-    return mp.get_context('spawn').Pool(workers).imap_unordered(fn, jobs)
-
-
 def _job(args):
     return run_one(*args)
 
@@ -145,22 +139,13 @@ def run_dip(variants: Sequence[str] = tuple(VARIANTS), seeds: Sequence[int] = (0
     jobs.sort(key=lambda j: -VARIANTS[j[0]][1].get('epochs', 100))  # the long ones first
     print(f'{len(done)} run(s) kept from {out}.jsonl, {len(jobs)} to train on {workers} worker(s)', flush=True)
     with open(out + '.jsonl', 'a') as f:
-        for i, r in enumerate(_pool_map(_job, jobs, workers)):
+        for i, r in enumerate(pool_map(_job, jobs, workers)):
             done[(r['variant'], r['seed'])] = r
             f.write(json.dumps(r) + '\n')
             f.flush()
             print(f'[{i + 1}/{len(jobs)}] {r["variant"]} seed {r["seed"]}: '
                   + ' '.join(f'{p}={r[p]:.1f}' for p in r if p.startswith('p')), flush=True)
     return write_dip(done, variants, out, epochs)
-
-
-def _mean_ci(xs):
-    import numpy as np
-    from scipy import stats
-    xs = np.asarray(xs, dtype=np.float64)
-    if len(xs) < 2:
-        return float(xs.mean()), float('nan')
-    return float(xs.mean()), float(stats.t.ppf(0.975, len(xs) - 1) * xs.std(ddof=1) / len(xs) ** 0.5)
 
 
 def write_dip(done: dict, variants: Sequence[str], out: str, epochs: int) -> str:
@@ -172,7 +157,7 @@ def write_dip(done: dict, variants: Sequence[str], out: str, epochs: int) -> str
             continue
         row = {'variant': v, 'seeds': len(runs)}
         for p in PATCHES:
-            m, ci = _mean_ci([r[f'p{p}'] for r in runs])
+            m, ci = mean_ci([r[f'p{p}'] for r in runs])
             row[f'p{p}'], row[f'p{p} ±'] = m, ci
         cis = [row[f'p{p} ±'] for p in PATCHES]
         row['± max'] = max(cis) if len(runs) > 1 else ''

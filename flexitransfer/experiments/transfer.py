@@ -30,6 +30,7 @@ from ..reporting import markdown_table, patch_axis, save_figure, write_csv, writ
 from . import digits
 from .digits import IMG, PATCHES, Net, accuracy, augment, flexi_net, load_digits_48, random_patch_fn
 from .glyphs import GlyphStream
+from .seeds import mean_ci, pool_map
 
 #: fine-tuning recipes at the cheap patch. big_vision's flexi transfer configs: SGD with momentum 0.9, no
 #: weight decay, gradient clipping at 1, linear warm-up then cosine decay, all weights trained.
@@ -205,13 +206,6 @@ def _pre_job(args):
             **{f'agree glyphs {k}': v for k, v in feature_agreement(model, glyphs, 12).items()}}
 
 
-def _pool_map(fn, jobs, workers):
-    if workers <= 1:
-        return map(fn, jobs)
-    import multiprocessing as mp
-    return mp.get_context('spawn').Pool(workers).imap_unordered(fn, jobs)
-
-
 PRE_NAMES = {'flexi': 'FlexiViT (random p)', 'flexi_distill': 'FlexiViT distilled from ViT/8', 'vit8': 'ViT/8',
              'none': 'none (random init)'}
 
@@ -252,7 +246,7 @@ def run_transfer(pre_steps: int = 3000, ft_epochs: int = 10, cheap_patch: int = 
         raise ValueError(f'recipes must be among {list(RECIPES)} and include {BASELINE_RECIPE!r}; got {list(recipes)}')
     os.makedirs(cache, exist_ok=True)
     pre_rows = [_pre_job(('vit8', pre_steps, cache))]  # first: it is the distilled FlexiViT's teacher
-    pre_rows += list(_pool_map(_pre_job, [(k, pre_steps, cache) for k in ('flexi', 'flexi_distill')], workers))
+    pre_rows += list(pool_map(_pre_job, [(k, pre_steps, cache) for k in ('flexi', 'flexi_distill')], workers))
     pre_rows.sort(key=lambda r: list(PRE_NAMES).index(r['kind']))
 
     key = lambda r: (r['pre-training'], r['recipe'], r['fine-tune patch'], r['seed'])
@@ -270,7 +264,7 @@ def run_transfer(pre_steps: int = 3000, ft_epochs: int = 10, cheap_patch: int = 
             if (pre, rec, p, s) not in done]
     print(f'{len(done)} fine-tune(s) kept from {out}.jsonl, {len(jobs)} to run', flush=True)
     with open(out + '.jsonl', 'a') as f:
-        for i, r in enumerate(_pool_map(_ft_job, jobs, workers)):
+        for i, r in enumerate(pool_map(_ft_job, jobs, workers)):
             r['pre_steps'] = pre_steps
             done[key(r)] = r
             f.write(json.dumps(r) + '\n')
@@ -279,15 +273,6 @@ def run_transfer(pre_steps: int = 3000, ft_epochs: int = 10, cheap_patch: int = 
                   + ' '.join(f'{p}={r[f"p{p}"]:.1f}' for p in PATCHES), flush=True)
     rows = summarize(done, plan, seeds, small_patch)
     return write_transfer(pre_rows, rows, pre_steps, ft_epochs, cheap_patch, small_patch, out)
-
-
-def _mean_ci(xs):
-    import numpy as np
-    from scipy import stats
-    xs = np.asarray(xs, dtype=np.float64)
-    if len(xs) < 2:
-        return float(xs.mean()), float('nan')
-    return float(xs.mean()), float(stats.t.ppf(0.975, len(xs) - 1) * xs.std(ddof=1) / len(xs) ** 0.5)
 
 
 def summarize(done: dict, plan, seeds, small_patch: int) -> list:
@@ -301,13 +286,13 @@ def summarize(done: dict, plan, seeds, small_patch: int) -> list:
         row = {'pre-training': PRE_NAMES[pre], 'recipe': rec, 'fine-tune patch': patch, 'seeds': len(runs),
                'steps': runs[0]['steps'], 'tokens x steps': sum(r['tokens x steps'] for r in runs) / len(runs)}
         for p in PATCHES:
-            row[f'p{p}'], row[f'p{p} ±'] = _mean_ci([r[f'p{p}'] for r in runs])
+            row[f'p{p}'], row[f'p{p} ±'] = mean_ci([r[f'p{p}'] for r in runs])
         smaller = [p for p in PATCHES if p < patch]
         if smaller:
             best = max(smaller, key=lambda p: row[f'p{p}'])
             row['best smaller p'] = best
             row['gain at best smaller p'] = row[f'p{best}'] - row[f'p{patch}']
-            row['gain ±'] = _mean_ci([r[f'p{best}'] - r[f'p{patch}'] for r in runs])[1]
+            row['gain ±'] = mean_ci([r[f'p{best}'] - r[f'p{patch}'] for r in runs])[1]
         rows.append(row)
     ref = next((r['tokens x steps'] for r in rows if r['fine-tune patch'] == small_patch), None)
     for r in rows:
