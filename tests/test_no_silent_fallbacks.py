@@ -92,6 +92,23 @@ def test_resize_deploy_follows_the_channel_count(tmp_path):
     assert 'max abs diff deployed vs flexible at patch 12' in log
 
 
+def test_onnx_export_follows_the_channel_count(tmp_path):
+    """export_onnx traced a 3-channel example unless told otherwise: the serving ladder's ONNX Runtime path
+    (which does not say) could not export a grayscale model."""
+    from flexitransfer.deploy import bake_model, export_onnx, install_onnx
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/cls/tiny_cls_flexi.py'))
+    init_default_scope('mmengine')
+    cfg.model.backbone.in_channels = 1
+    baked = bake_model(randomize(MODELS.build(cfg.model)).eval(), 12, (60, 60)).eval()
+    path = str(tmp_path / 'gray.onnx')
+    assert export_onnx(baked, (60, 60), path, exporter='torchscript')['in_channels'] == 1
+    x = torch.randn(2, 1, 60, 60)
+    with torch.no_grad():
+        want = baked(x, mode='tensor')
+        install_onnx(baked, path)
+        torch.testing.assert_close(baked(x, mode='tensor'), want, atol=1e-4, rtol=0)
+
+
 def test_resize_caches_are_bounded(monkeypatch):
     """The resize-matrix caches grew without bound (lru_cache(maxsize=None), a dict keyed by str(device))."""
     import flexitransfer.ops.resize as rz

@@ -47,7 +47,6 @@ def make_forward(runtime, model, patch, img, tmp, dev, exporter='dynamo'):
     import torch
 
     from ..deploy import AUTOCAST_DTYPES, OnnxFunction, bake_model, export_onnx, has_predictor, quantize_int8
-    from ..engine import flexi_modules
     if runtime == 'torch':
         return (lambda x: model(x, mode='tensor')), None
     if runtime == 'torch-compile':  # the model baked at this patch (no resize in the graph), compiled
@@ -65,8 +64,7 @@ def make_forward(runtime, model, patch, img, tmp, dev, exporter='dynamo'):
     target = 'tensor' if has_predictor(model) else 'backbone'
     if not osp.exists(path):
         baked = bake_model(model, patch, img).cpu().eval()
-        export_onnx(baked, img, path, target=target, exporter=exporter, meta=dict(patch_size=[patch, patch]),
-                    in_channels=flexi_modules(baked)[0].in_channels)
+        export_onnx(baked, img, path, target=target, exporter=exporter, meta=dict(patch_size=[patch, patch]))
     if runtime == 'onnxruntime-int8':
         qpath = osp.join(tmp, f'p{patch}_int8.onnx')
         quantize_int8(path, qpath)

@@ -141,7 +141,7 @@ def _uncached_resize(model: nn.Module):
 
 # ------------------------------------------------------------------ ONNX
 def export_onnx(model: nn.Module, img_size, path: str, target: str = 'tensor', exporter: str = 'dynamo',
-                opset: Optional[int] = None, in_channels: int = 3, meta: Optional[dict] = None,
+                opset: Optional[int] = None, in_channels: Optional[int] = None, meta: Optional[dict] = None,
                 fuse: bool = True, attention_op: str = 'Attention') -> dict:
     """Write ``path`` (one self-contained .onnx file) and return the metadata stored in it.
 
@@ -159,7 +159,7 @@ def export_onnx(model: nn.Module, img_size, path: str, target: str = 'tensor', e
         target (str): 'tensor' or 'backbone' (:func:`export_module`). Default: 'tensor'.
         exporter (str): 'dynamo' (``torch.onnx.export(dynamo=True)``) or 'torchscript'. Default: 'dynamo'.
         opset (int, optional): the ONNX opset. Default: the exporter's (17 for 'torchscript').
-        in_channels (int): input channels. Default: 3.
+        in_channels (int, optional): input channels. Default: the model's FlexiViT's (3 without one).
         meta (dict, optional): more metadata to store (e.g. ``patch_size``, ``config``).
         fuse (bool): apply ONNX Runtime's transformer fusions. Default: True.
         attention_op (str): 'Attention' or 'MultiHeadAttention'. Default: 'Attention'.
@@ -177,6 +177,8 @@ def export_onnx(model: nn.Module, img_size, path: str, target: str = 'tensor', e
     if exporter not in EXPORTERS:
         raise ValueError(f'exporter must be one of {EXPORTERS}, got {exporter!r}')
     h, w = to_2tuple(img_size)
+    if in_channels is None:
+        in_channels = next((m.in_channels for m in model.modules() if isinstance(m, FlexiViT)), 3)
     module = export_module(model, target).eval()
     flat = _Flat(module).eval()
     g = torch.Generator().manual_seed(0)
