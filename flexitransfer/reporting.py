@@ -187,7 +187,6 @@ def pareto_front(rows: Sequence[dict], cost: str = 'mean_tokens', value: str = '
     return sorted(front, key=lambda r: r[cost])
 
 
-
 def patch_axis(ax, patches: Sequence[int], label: str) -> None:
     """An x axis of patch sizes: log scale, one tick per patch size, no minor tick labels."""
     import matplotlib.ticker

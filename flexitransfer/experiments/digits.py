@@ -27,7 +27,6 @@ PATCHES = [4, 6, 8, 12, 16, 24]  # grids 12, 8, 6, 4, 3, 2 on 48x48
 IMG = 48
 # the FlexiViT's stored kernel size (the smallest patch: docs/results/digits_dip.md) and position grid
 FLEXI_STORE = (4, 6)
-FLEXI_KERNEL_RESIZE = 'pi'  # how the stored kernel is resized to each patch (exact PI up-resizes from a 4x4 store)
 
 
 class Net(nn.Module):
@@ -45,8 +44,8 @@ class Net(nn.Module):
 
 
 def flexi_net(patch: int = 8) -> Net:
-    """The digits FlexiViT (stored kernel 24x24, position grid 6x6, ``FLEXI_KERNEL_RESIZE``)."""
-    return Net(*FLEXI_STORE, patch, kernel_resize=FLEXI_KERNEL_RESIZE)
+    """The digits FlexiViT (stored kernel and position grid ``FLEXI_STORE``, PI-resize)."""
+    return Net(*FLEXI_STORE, patch)
 
 
 def random_patch_fn(seed: int, patches=PATCHES, probs=None) -> Callable[[int], int]:
@@ -73,18 +72,24 @@ def augment(x, g):
     return x[..., 4 + dy:4 + dy + IMG, 4 + dx:4 + dx + IMG]
 
 
-def train(model, data, epochs, patch_fn, seed, desc, lr=1e-3, before_step: Optional[Callable[[int], None]] = None):
+def train(model, data, epochs, patch_fn, seed, desc, lr=1e-3, before_step: Optional[Callable[[int], None]] = None,
+          optimizer: Optional[Callable[[int], tuple]] = None, clip: Optional[float] = None):
     """AdamW + one-cycle, batch 64, translation augmentation; ``patch_fn(step)`` is the step's patch size
-    (``None``: whatever the backbone is set to, e.g. a mixed-patch policy ``before_step(step)`` sets)."""
+    (``None``: whatever the backbone is set to, e.g. a mixed-patch policy ``before_step(step)`` sets).
+    ``optimizer(steps)``, if given, returns the ``(optimizer, scheduler)`` to use instead (a fine-tuning
+    recipe); ``clip``: clip the gradient norm to it before each step."""
     from tqdm import tqdm
     (x, y), g = data, torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps = epochs * (len(y) // 64)
     if steps < 4:
         raise ValueError(f'{desc}: {epochs} epoch(s) of {len(y)} images is {steps} step(s) of batch 64; the '
                          'one-cycle schedule needs at least 4: raise the epochs')
-    # 10 % warm-up; at least 2 steps of it, or OneCycleLR divides by a zero-length phase (short smoke runs)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.1, 2 / steps))
+    if optimizer is None:
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+        # 10 % warm-up; at least 2 steps of it, or OneCycleLR divides by a zero-length phase (short smoke runs)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.1, 2 / steps))
+    else:
+        opt, sched = optimizer(steps)
     model.train()
     step = 0
     for _ in tqdm(range(epochs), desc=desc, leave=False):
@@ -96,6 +101,8 @@ def train(model, data, epochs, patch_fn, seed, desc, lr=1e-3, before_step: Optio
             loss = F.cross_entropy(model(augment(x[idx], g), patch_fn(step)), y[idx])
             opt.zero_grad()
             loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
             sched.step()
             step += 1
@@ -158,7 +165,7 @@ def load_saved_flexi(root: str, name: str = 'flexivit') -> Optional[Net]:
     sd = torch.load(path, map_location='cpu', weights_only=True)['state_dict']
     # the stored kernel and grid as saved (a model saved before the store changed loads as it was trained)
     store, grid = sd['backbone.patch_embed.weight'].shape[-1], round(sd['backbone.pos_embed'].shape[1] ** 0.5)
-    model = Net(store, grid, 8, kernel_resize=FLEXI_KERNEL_RESIZE)
+    model = Net(store, grid, 8)
     model.load_state_dict(sd)
     return model.eval()
 

@@ -14,7 +14,6 @@ uses as they are: 12, 16 and 24 share one kernel and compete for it.
 """
 from __future__ import annotations
 
-import json
 import os
 import os.path as osp
 from typing import Dict, List, Sequence
@@ -24,7 +23,7 @@ import torch
 from ..ops import kernel_resize_matrix
 from ..reporting import markdown_table, patch_axis, save_figure, write_csv, write_markdown
 from .digits import IMG, PATCHES, Net, accuracy, load_digits_48, random_patch_fn, train
-from .seeds import mean_ci, pool_map
+from .seeds import kept_runs, mean_ci, run_and_keep
 
 #: the FlexiViT of the earlier headline run, which every variant changes in one thing
 OLD_STORE, OLD_GRID = 24, 6
@@ -46,6 +45,11 @@ VARIANTS: Dict[str, tuple] = {
     'vit16': ('a plain ViT trained at p = 16 only (store 16, grid 3)', {'fixed': 16}),
     'vit24': ('a plain ViT trained at p = 24 only (store 24, grid 2)', {'fixed': 24}),
 }
+
+
+def variant_epochs(variant: str, epochs: int) -> int:
+    """The training epochs of ``variant`` when the headline run trains ``epochs``."""
+    return epochs * VARIANTS[variant][1].get('epochs', 100) // 100
 
 
 def build(variant: str) -> Net:
@@ -70,7 +74,7 @@ def run_one(variant: str, seed: int, epochs: int = 100) -> dict:
     """
     torch.set_num_threads(1)
     kw = VARIANTS[variant][1]
-    epochs = epochs * kw.get('epochs', 100) // 100
+    epochs = variant_epochs(variant, epochs)
     tr, te = load_digits_48(seed)
     torch.manual_seed(seed)
     patch_fn = (lambda s: kw['fixed']) if 'fixed' in kw else random_patch_fn(seed, PATCHES, kw.get('probs'))
@@ -91,12 +95,10 @@ def store_reads(store: int = OLD_STORE, patches: Sequence[int] = PATCHES, mode: 
         (the token of a flat patch relative to the stored kernel's, for a flat stored kernel: 1 means
         the same response at every patch size).
     """
-    reads = {p: (kernel_resize_matrix(store, p, mode).abs() > 1e-9).any(0) if p != store
-             else torch.ones(store * store, dtype=torch.bool) for p in patches}
     rows = []
     for p in patches:
         m = kernel_resize_matrix(store, p, mode) if p != store else torch.eye(store * store, dtype=torch.float64)
-        rows.append({'patch': p, 'read %': 100.0 * reads[p].double().mean().item(),
+        rows.append({'patch': p, 'read %': 100.0 * (m.abs() > 1e-9).any(0).double().mean().item(),
                      'flat gain': (m.sum() / (store * store)).item()})
     return rows
 
@@ -127,24 +129,15 @@ def run_dip(variants: Sequence[str] = tuple(VARIANTS), seeds: Sequence[int] = (0
     if unknown:
         raise ValueError(f'unknown variant(s) {unknown}; choose from {list(VARIANTS)}')
     os.makedirs(osp.dirname(out) or '.', exist_ok=True)
-    done = {}
-    if osp.isfile(out + '.jsonl'):
-        with open(out + '.jsonl') as f:
-            for line in f:
-                r = json.loads(line)
-                if r['epochs'] == epochs * VARIANTS[r['variant']][1].get('epochs', 100) // 100:
-                    done[(r['variant'], r['seed'])] = r
+    done = kept_runs(out + '.jsonl', lambda r: (r['variant'], r['seed']),
+                     lambda r: r['epochs'] == variant_epochs(r['variant'], epochs))
     jobs = [(v, s, epochs) for s in seeds for v in variants
             if (v, s) not in done and not (v in only_seed0 and s != seeds[0])]
-    jobs.sort(key=lambda j: -VARIANTS[j[0]][1].get('epochs', 100))  # the long ones first
+    jobs.sort(key=lambda j: -variant_epochs(j[0], epochs))  # the long ones first
     print(f'{len(done)} run(s) kept from {out}.jsonl, {len(jobs)} to train on {workers} worker(s)', flush=True)
-    with open(out + '.jsonl', 'a') as f:
-        for i, r in enumerate(pool_map(_job, jobs, workers)):
-            done[(r['variant'], r['seed'])] = r
-            f.write(json.dumps(r) + '\n')
-            f.flush()
-            print(f'[{i + 1}/{len(jobs)}] {r["variant"]} seed {r["seed"]}: '
-                  + ' '.join(f'{p}={r[p]:.1f}' for p in r if p.startswith('p')), flush=True)
+    run_and_keep(_job, jobs, workers, out + '.jsonl', lambda r: (r['variant'], r['seed']), done,
+                 describe=lambda r: f'{r["variant"]} seed {r["seed"]}: '
+                                    + ' '.join(f'{p}={r[p]:.1f}' for p in r if p.startswith('p')))
     return write_dip(done, variants, out, epochs)
 
 

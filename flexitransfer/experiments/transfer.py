@@ -16,7 +16,6 @@ Compute is counted as tokens per image x optimizer steps.
 """
 from __future__ import annotations
 
-import json
 import os
 import os.path as osp
 from typing import Dict, Optional, Sequence
@@ -28,9 +27,9 @@ import torch.nn.functional as F
 from ..ops import resize_patch_embed
 from ..reporting import markdown_table, patch_axis, save_figure, write_csv, write_markdown
 from . import digits
-from .digits import IMG, PATCHES, Net, accuracy, augment, flexi_net, load_digits_48, random_patch_fn
+from .digits import IMG, PATCHES, Net, accuracy, flexi_net, load_digits_48, random_patch_fn, train
 from .glyphs import GlyphStream
-from .seeds import mean_ci, pool_map
+from .seeds import kept_runs, mean_ci, pool_map, run_and_keep
 
 #: fine-tuning recipes at the cheap patch. big_vision's flexi transfer configs: SGD with momentum 0.9, no
 #: weight decay, gradient clipping at 1, linear warm-up then cosine decay, all weights trained.
@@ -63,9 +62,9 @@ def pretrain(kind: str, steps: int, seed: int = 0, cache: Optional[str] = None) 
     matches the teacher's class distribution at p = 8 on the same images, KL divergence, no labels).
 
     AdamW 1e-3, weight decay 0.05, one-cycle, batch 64 (the digits recipe). With ``cache``, the trained
-    model is kept as ``cache/pre_<kind>[_store<S>_<mode>]_s<seed>_<steps>.pth`` and loaded from there.
+    model is kept as ``cache/pre_<kind>[_store<S>]_s<seed>_<steps>.pth`` and loaded from there.
     """
-    tag = f'_store{digits.FLEXI_STORE[0]}_{digits.FLEXI_KERNEL_RESIZE}' if kind != 'vit8' else ''
+    tag = f'_store{digits.FLEXI_STORE[0]}' if kind != 'vit8' else ''
     path = osp.join(cache, f'pre_{kind}{tag}_s{seed}_{steps}.pth') if cache else None
     torch.manual_seed(seed)
     model = Net(8, IMG // 8, 8) if kind == 'vit8' else flexi_net(8)
@@ -116,12 +115,11 @@ def glyph_accuracy(model: Net, seed: int = 0, batches: int = 8) -> Dict[str, flo
 def finetune(model: Net, data, epochs: int, patch: int, recipe: str, seed: int) -> Net:
     """Fine-tune ``model`` (new head already in place) on ``data`` at ``patch`` with ``RECIPES[recipe]``.
 
-    Batch 64, translation augmentation (as :func:`.digits.train`). SGD recipes: momentum 0.9, no weight
-    decay, 10 % linear warm-up then cosine, gradient norm clipped at 1.
+    The digits loop (:func:`.digits.train`: batch 64, translation augmentation) with the recipe's
+    optimizer. SGD recipes: momentum 0.9, no weight decay, 10 % linear warm-up then cosine, gradient norm
+    clipped at 1.
     """
     r = RECIPES[recipe]
-    (x, y), g = data, torch.Generator().manual_seed(seed)
-    steps = epochs * (len(y) // 64)
     frozen = ('patch_embed', 'pos_embed') if r.get('freeze_embed') else ()
     head, body = [], []
     for name, prm in model.named_parameters():
@@ -131,33 +129,22 @@ def finetune(model: Net, data, epochs: int, patch: int, recipe: str, seed: int) 
             (head if name.startswith('head.') else body).append(prm)
     groups = [{'params': head, 'lr': r['lr']}] + ([{'params': body, 'lr': r['lr'] * r.get('backbone_lr', 1.0)}]
                                                   if body else [])
-    if r['opt'] == 'adamw':
-        opt = torch.optim.AdamW(groups, lr=r['lr'], weight_decay=0.05)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[gr['lr'] for gr in groups], total_steps=steps,
-                                                    pct_start=max(0.1, 2 / steps))
-    else:
+
+    def optimizer(steps):
+        if r['opt'] == 'adamw':
+            opt = torch.optim.AdamW(groups, lr=r['lr'], weight_decay=0.05)
+            return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[gr['lr'] for gr in groups],
+                                                            total_steps=steps, pct_start=max(0.1, 2 / steps))
         opt = torch.optim.SGD(groups, lr=r['lr'], momentum=0.9)
         warm = max(1, steps // 10)
-        sched = torch.optim.lr_scheduler.SequentialLR(opt, [
+        return opt, torch.optim.lr_scheduler.SequentialLR(opt, [
             torch.optim.lr_scheduler.LinearLR(opt, 1e-3, 1.0, warm),
             torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps - warm)], [warm])
+
     band = r.get('band')
     patch_of = random_patch_fn(seed, band) if band else (lambda s: patch)
-    model.train()
-    step = 0
-    for _ in range(epochs):
-        perm = torch.randperm(len(y), generator=g)
-        for i in range(0, len(y) - 63, 64):
-            idx = perm[i:i + 64]
-            loss = F.cross_entropy(model(augment(x[idx], g), patch_of(step)), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            if r['opt'] == 'sgd':
-                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            step += 1
-    return model.eval()
+    return train(model, data, epochs, patch_of, seed, f'fine-tune {recipe} @ p{patch}', optimizer=optimizer,
+                 clip=1.0 if r['opt'] == 'sgd' else None)
 
 
 def _mean_tokens(recipe: str, patch: int, seed: int, steps: int) -> float:
@@ -250,27 +237,16 @@ def run_transfer(pre_steps: int = 3000, ft_epochs: int = 10, cheap_patch: int = 
     pre_rows.sort(key=lambda r: list(PRE_NAMES).index(r['kind']))
 
     key = lambda r: (r['pre-training'], r['recipe'], r['fine-tune patch'], r['seed'])
-    done = {}
-    if osp.isfile(out + '.jsonl'):
-        with open(out + '.jsonl') as f:
-            for line in f:
-                r = json.loads(line)
-                if r.get('pre_steps') == pre_steps and r['steps'] == ft_epochs * 20:
-                    done[key(r)] = r
+    done = kept_runs(out + '.jsonl', key, lambda r: r.get('pre_steps') == pre_steps and r['steps'] == ft_epochs * 20)
     plan = ([(pre, r, cheap_patch) for pre in ('flexi', 'flexi_distill') for r in recipes]
             + [('flexi', BASELINE_RECIPE, small_patch),
             ('vit8', BASELINE_RECIPE, cheap_patch), ('none', BASELINE_RECIPE, cheap_patch)])
     jobs = [(pre, rec, p, s, ft_epochs, pre_steps, cache) for s in seeds for pre, rec, p in plan
             if (pre, rec, p, s) not in done]
     print(f'{len(done)} fine-tune(s) kept from {out}.jsonl, {len(jobs)} to run', flush=True)
-    with open(out + '.jsonl', 'a') as f:
-        for i, r in enumerate(pool_map(_ft_job, jobs, workers)):
-            r['pre_steps'] = pre_steps
-            done[key(r)] = r
-            f.write(json.dumps(r) + '\n')
-            f.flush()
-            print(f'[{i + 1}/{len(jobs)}] {r["pre-training"]} {r["recipe"]} @p{r["fine-tune patch"]} seed {r["seed"]}: '
-                  + ' '.join(f'{p}={r[f"p{p}"]:.1f}' for p in PATCHES), flush=True)
+    run_and_keep(_ft_job, jobs, workers, out + '.jsonl', key, done, extra={'pre_steps': pre_steps},
+                 describe=lambda r: (f'{r["pre-training"]} {r["recipe"]} @p{r["fine-tune patch"]} seed {r["seed"]}: '
+                                     + ' '.join(f'{p}={r[f"p{p}"]:.1f}' for p in PATCHES)))
     rows = summarize(done, plan, seeds, small_patch)
     return write_transfer(pre_rows, rows, pre_steps, ft_epochs, cheap_patch, small_patch, out)
 
